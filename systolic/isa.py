@@ -295,7 +295,7 @@ def encode(instr):
     for name in instr.fields:
         if name not in known:
             raise ValueError(f"{instr.opcode.name} has no field {name!r}")
-    for name, off, width, shape in _fields(instr.opcode):
+    for name, off, width, _shape in _fields(instr.opcode):
         value = instr.fields.get(name, 0)
         if isinstance(value, enum.Enum):
             value = value.value

@@ -109,9 +109,11 @@ def requantize(acc, multiplier, shift, zp, lo, hi):
     m = np.asarray(multiplier, dtype=np.int64)
     s = np.asarray(shift, dtype=np.int64)
     if np.any(m < 0) or np.any(m >= 1 << 31):
-        raise ValueError(f"requantization multiplier must be in 0..2**31-1, not {m.min()}..{m.max()}")
+        raise ValueError(
+            f"requantization multiplier must be in 0..2**31-1, not {m.min()}..{m.max()}")
     if np.any(s < 0) or np.any(s > SHIFT_MAX):
-        raise ValueError(f"requantization shift must be in 0..{SHIFT_MAX}, not {s.min()}..{s.max()}")
+        raise ValueError(
+            f"requantization shift must be in 0..{SHIFT_MAX}, not {s.min()}..{s.max()}")
     if lo > hi:
         return np.full(acc.shape, lo, dtype=np.int64)
     y = round_shift(acc * m, s) + np.int64(zp)
