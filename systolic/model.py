@@ -417,7 +417,7 @@ class GoldenModel:
         self._touch("acc", i.dst, n, q, index, True)
 
 
-def run_program(config, words, memory, prog_addr=0, **kwargs):
+def run_program(config, words, memory, prog_addr=0, *, axi_error=(), check_races=True):
     """Write ``words`` into a copy of ``memory`` at ``prog_addr`` and run them on a fresh
     :class:`GoldenModel`. Returns the :class:`RunResult`."""
     image = bytearray(memory)
@@ -426,4 +426,5 @@ def run_program(config, words, memory, prog_addr=0, **kwargs):
         raise ValueError(f"program of {len(code)} bytes at 0x{prog_addr:x} does not fit in "
                          f"a {len(image)}-byte memory image")
     image[prog_addr:prog_addr + len(code)] = code
-    return GoldenModel(config, **kwargs).run(image, prog_addr, len(words))
+    model = GoldenModel(config, check_races=check_races)
+    return model.run(image, prog_addr, len(words), axi_error=axi_error)
