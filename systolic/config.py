@@ -106,7 +106,7 @@ class AcceleratorConfig:
             fail("dataflow", self.dataflow, "must be 'ws' or 'os'")
         check_int("input_bits", 1, 8)
         check_int("weight_bits", 1, 8)
-        if self.acc_bits != 32:
+        if type(self.acc_bits) is not int or self.acc_bits != 32:
             fail("acc_bits", self.acc_bits, "must be 32")
         check_bool("input_signed")
         check_bool("weight_signed")
@@ -116,15 +116,15 @@ class AcceleratorConfig:
             fail("sp_depth", self.sp_depth, "must be a power of two")
         if self.sp_banks * self.sp_depth > 1 << 16:
             fail("sp_depth", self.sp_depth, "times sp_banks must be at most 65536 rows")
-        if self.acc_banks != 2:
+        if type(self.acc_banks) is not int or self.acc_banks != 2:
             fail("acc_banks", self.acc_banks, "must be 2")
         check_int("acc_depth", 8, 1 << 14)
         if not _is_pow2(self.acc_depth):
             fail("acc_depth", self.acc_depth, "must be a power of two")
         check_int("param_rows", 2, 256)
-        if self.axi_data_width not in (32, 64, 128):
+        if type(self.axi_data_width) is not int or self.axi_data_width not in (32, 64, 128):
             fail("axi_data_width", self.axi_data_width, "must be 32, 64 or 128")
-        if self.axi_addr_width != 32:
+        if type(self.axi_addr_width) is not int or self.axi_addr_width != 32:
             fail("axi_addr_width", self.axi_addr_width, "must be 32")
         check_int("axi_id_width", 1, 8)
         check_int("load_queue_depth", 2, 64)
@@ -136,7 +136,7 @@ class AcceleratorConfig:
             check_int("postproc_lanes", 1, self.cols)
             if self.cols % self.postproc_lanes:
                 fail("postproc_lanes", self.postproc_lanes, f"must divide cols ({self.cols})")
-        if self.requant_bits not in (16, 32):
+        if type(self.requant_bits) is not int or self.requant_bits not in (16, 32):
             fail("requant_bits", self.requant_bits, "must be 16 or 32")
         check_bool("perf_counters")
         check_int("pipeline_every", 0, 64)

@@ -404,6 +404,10 @@ def assemble(source):
             except ValueError:
                 raise AsmError(f"bad value {text!r} for {op.name}.{name}", lineno,
                                col + len(name) + 1) from None
+            signed = (op.name, name) in _SIGNED
+            lo, hi = (-(1 << (width - 1)), (1 << width) - 1) if signed else (0, (1 << width) - 1)
+            if not lo <= value <= hi:
+                raise AsmError(f"{op.name}.{name} must be in {lo}..{hi}, not {value}", lineno, col)
             fields[name] = value
         try:
             words.append(encode(Instruction(op, fields, **flags)))

@@ -105,8 +105,6 @@ FLOAT_TWINS = [("axi_data_width", 64.0), ("axi_addr_width", 32.0), ("acc_bits", 
                ("acc_banks", 2.0), ("requant_bits", 16.0)]
 
 
-@pytest.mark.xfail(strict=True, reason="config.py checks these fields by value only, so a "
-                   "float equal to an allowed value is accepted")
 @pytest.mark.parametrize("name, value", FLOAT_TWINS, ids=[n for n, _ in FLOAT_TWINS])
 def test_float_twins_of_allowed_values_are_rejected(name, value):
     with pytest.raises(ValueError, match=rf"^AcceleratorConfig\.{name} must be "):

@@ -291,8 +291,6 @@ def test_assembler_errors_carry_line_and_column(source, line, column, message):
     assert isinstance(info.value, ValueError)
 
 
-@pytest.mark.xfail(strict=True, reason="isa.assemble reports range errors at the column of "
-                   "the line's last token instead of the offending field")
 def test_assembler_range_error_points_at_the_field():
     with pytest.raises(AsmError) as info:
         assemble("LOAD n_rows=99999 addr=1")
