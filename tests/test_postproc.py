@@ -1,0 +1,259 @@
+"""Post-processing in Amaranth's simulator against systolic.numerics, bit for bit."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from systolic.rtl.postproc import LATENCY, PostProcessor
+
+from systolic.config import AcceleratorConfig
+from systolic.numerics import (
+    INT32_MAX,
+    INT32_MIN,
+    Activation,
+    OutType,
+    activation_bounds,
+    requantize,
+    round_shift,
+)
+
+EDGE_ACC = [INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX]
+
+
+def make_config(cols=4, lanes=None, requant_bits=32):
+    return AcceleratorConfig(rows=2, cols=cols, sp_depth=16, acc_depth=8, param_rows=6,
+                             postproc_lanes=lanes, requant_bits=requant_bits)
+
+
+# -- reference ------------------------------------------------------------------------------
+
+def expected_bytes(cfg, row, s, params):
+    """The bytes a STORE writes for one accumulator row, from systolic.numerics."""
+    acc = np.asarray(row[: s["length"]], dtype=np.int64)
+    out_type = OutType(s["out_type"])
+    if out_type is OutType.INT32:
+        return acc.astype("<i4").tobytes()
+    if s["per_channel"]:
+        mult = params[s["param_addr"]][: s["length"]] & ((1 << (cfg.requant_bits - 1)) - 1)
+        shift = params[s["param_addr"] + 1][: s["length"]] & 63
+    else:
+        mult, shift = s["multiplier"], s["shift"]
+    lo, hi = activation_bounds(out_type, s["activation"], s["zero_point"],
+                               s["clamp_lo"], s["clamp_hi"])
+    out = requantize(acc, mult, shift, s["zero_point"], lo, hi)
+    return (out & 0xFF).astype(np.uint8).tobytes()
+
+
+def check_rows(expected, got):
+    """Scoreboard: every row's bytes, in order; raises AssertionError naming the first
+    difference."""
+    assert len(got) == len(expected), f"{len(got)} rows out, {len(expected)} expected"
+    for n, (want, have) in enumerate(zip(expected, got, strict=True)):
+        if want != have:
+            diff = next((i for i, (a, b) in enumerate(zip(want, have, strict=False)) if a != b),
+                        min(len(want), len(have)))
+            raise AssertionError(f"row {n}: byte {diff} differs: expected {want.hex()}, "
+                                 f"got {have.hex()}")
+
+
+# -- stimulus -------------------------------------------------------------------------------
+
+def random_settings(rng, cfg, edge=False):
+    mmax = (1 << (cfg.requant_bits - 1)) - 1
+    mult = int(rng.choice([0, 1, mmax, mmax - 1])) if edge else int(rng.integers(0, mmax + 1))
+    shift = int(rng.choice([0, 1, 62, 63])) if edge else int(rng.integers(0, 64))
+    lo, hi = sorted(int(x) for x in rng.integers(-300, 300, size=2))
+    if rng.random() < 0.1:
+        lo, hi = hi, lo                                  # empty clamp range: gives lo
+    return {
+        "out_type": int(rng.integers(0, 3)),
+        "activation": int(rng.integers(0, 3)),
+        "per_channel": int(rng.random() < 0.4),
+        "param_addr": int(rng.integers(0, cfg.param_rows - 1)),
+        "multiplier": mult,
+        "shift": shift,
+        "zero_point": int(rng.choice([0, int(rng.integers(-140, 270)), INT32_MIN, INT32_MAX]
+                                     if edge else [0, int(rng.integers(-140, 270))])),
+        "clamp_lo": lo,
+        "clamp_hi": hi,
+        "length": int(rng.integers(1, cfg.cols + 1)) if rng.random() < 0.3 else cfg.cols,
+    }
+
+
+def random_rows(rng, cfg, n, edge_fraction=0.3):
+    rows = []
+    for _ in range(n):
+        edge = rng.random() < edge_fraction
+        if edge:
+            row = rng.choice(EDGE_ACC, size=cfg.cols)
+        else:
+            bits = int(rng.choice([8, 16, 24, 32]))
+            row = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=cfg.cols)
+        rows.append(([int(x) for x in row], random_settings(rng, cfg, edge)))
+    return rows
+
+
+def random_params(rng, cfg):
+    params = rng.integers(0, 1 << 32, size=(cfg.param_rows, cfg.cols), dtype=np.uint64)
+    params[0, :] = (1 << (cfg.requant_bits - 1)) - 1       # maximum multiplier
+    params[1, :] = 63                                       # maximum shift
+    params[2, 0] = 0                                        # zero multiplier
+    return params.astype(np.int64)
+
+
+# -- simulation -----------------------------------------------------------------------------
+
+def run_postproc(cfg, items, params, *, seed=0, in_gaps=0.3, out_stalls=0.3):
+    """Drive ``items`` (row, settings) through a PostProcessor with random input gaps and
+    output back-pressure; return the bytes of each output row and the measured cycles."""
+    dut = PostProcessor(config=cfg)
+    rng = np.random.default_rng(seed)
+    rows_out = []
+    result = {}
+
+    async def producer(ctx):
+        for addr, words in enumerate(params):
+            ctx.set(dut.param_w.en, 1)
+            ctx.set(dut.param_w.addr, addr)
+            ctx.set(dut.param_w.data, [int(w) & 0xFFFF_FFFF for w in words])
+            await ctx.tick()
+        ctx.set(dut.param_w.en, 0)
+        for row, s in items:
+            while rng.random() < in_gaps:
+                await ctx.tick()
+            ctx.set(dut.i.payload, {"row": row, "settings": s})
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def consumer(ctx):
+        current = b""
+        cycles = 0
+        while len(rows_out) < len(items):
+            ready = rng.random() >= out_stalls
+            ctx.set(dut.o.ready, ready)
+            _, _, valid, beat = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            cycles += 1
+            assert cycles < 40 * len(items) + 100, "post-processing stopped producing"
+            if valid and ready:
+                nbytes = beat.nbytes
+                current += int(beat.data).to_bytes(4 * cfg.lanes, "little")[:nbytes]
+                if beat.last:
+                    rows_out.append(current)
+                    current = b""
+        result["cycles"] = cycles
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    return rows_out, result["cycles"]
+
+
+def check_config_run(cfg, n_rows, seed):
+    rng = np.random.default_rng(seed)
+    params = random_params(rng, cfg)
+    items = random_rows(rng, cfg, n_rows)
+    got, _ = run_postproc(cfg, items, params, seed=seed)
+    check_rows([expected_bytes(cfg, r, s, params) for r, s in items], got)
+
+
+@pytest.mark.parametrize("cols,lanes,requant_bits", [
+    (4, 1, 32), (4, 4, 32), (4, 1, 16), (4, 4, 16), (4, 2, 32), (8, None, 16),
+])
+def test_random_rows_match_numerics(cols, lanes, requant_bits):
+    cfg = make_config(cols, lanes, requant_bits)
+    check_config_run(cfg, 400, seed=cols * 100 + (lanes or 0) * 10 + requant_bits)
+
+
+def edge_items(cfg):
+    """Hand-picked corners: most negative accumulator, shift 63, zero and maximum M,
+    saturation both ways, every activation and out type, per tensor and per channel."""
+    mmax = (1 << (cfg.requant_bits - 1)) - 1
+    base = {"out_type": OutType.INT8, "activation": Activation.NONE, "per_channel": 0,
+            "param_addr": 0, "multiplier": 1, "shift": 0, "zero_point": 0,
+            "clamp_lo": -5, "clamp_hi": 5, "length": cfg.cols}
+    row_min = [INT32_MIN] * cfg.cols
+    row_max = [INT32_MAX] * cfg.cols
+    row_mix = ([INT32_MIN, INT32_MAX, -1, 1] * cfg.cols)[: cfg.cols]
+    cases = []
+    for out_type in OutType:
+        for act in Activation:
+            for row in (row_min, row_max, row_mix):
+                for mult, shift in ((mmax, 63), (mmax, 0), (0, 0), (0, 63), (mmax, 31),
+                                    (1 << (cfg.requant_bits - 2), cfg.requant_bits - 1)):
+                    for zp in (0, -100, 100):
+                        cases.append((row, {**base, "out_type": int(out_type),
+                                            "activation": int(act), "multiplier": mult,
+                                            "shift": shift, "zero_point": zp}))
+    for pc_addr in (0, 2):  # parameter rows: (max M, shift 63) and (random, random)
+        for row in (row_min, row_max, row_mix):
+            cases.append((row, {**base, "per_channel": 1, "param_addr": pc_addr}))
+    return cases
+
+
+@pytest.mark.parametrize("lanes,requant_bits", [(1, 32), (4, 16)])
+def test_edge_values_match_numerics(lanes, requant_bits):
+    cfg = make_config(4, lanes, requant_bits)
+    rng = np.random.default_rng(7)
+    params = random_params(rng, cfg)
+    items = edge_items(cfg)
+    got, _ = run_postproc(cfg, items, params, seed=3, in_gaps=0.0, out_stalls=0.2)
+    expected = [expected_bytes(cfg, r, s, params) for r, s in items]
+    check_rows(expected, got)
+    # The corners really were exercised: both saturation directions appear.
+    int8_rows = [e for e, (_, s) in zip(expected, items, strict=True) if s["out_type"] == 0]
+    assert any(b"\x7f" in e for e in int8_rows) and any(b"\x80" in e for e in int8_rows)
+
+
+def test_scoreboard_catches_one_corrupted_byte():
+    cfg = make_config(4, 2, 32)
+    rng = np.random.default_rng(11)
+    params = random_params(rng, cfg)
+    items = random_rows(rng, cfg, 12)
+    got, _ = run_postproc(cfg, items, params, seed=11)
+    expected = [expected_bytes(cfg, r, s, params) for r, s in items]
+    check_rows(expected, got)
+    corrupt = list(expected)
+    row = bytearray(corrupt[5])
+    row[0] ^= 0x01
+    corrupt[5] = bytes(row)
+    with pytest.raises(AssertionError, match="row 5: byte 0 differs"):
+        check_rows(corrupt, got)
+
+
+def test_full_rate_without_back_pressure():
+    cfg = make_config(4, 1, 32)
+    rng = np.random.default_rng(5)
+    params = random_params(rng, cfg)
+    items = [(row, {**s, "length": cfg.cols}) for row, s in random_rows(rng, cfg, 40)]
+    got, cycles = run_postproc(cfg, items, params, in_gaps=0.0, out_stalls=0.0)
+    check_rows([expected_bytes(cfg, r, s, params) for r, s in items], got)
+    beats = len(items) * cfg.cols // cfg.lanes
+    print(f"postproc lanes={cfg.lanes}: {beats} beats in {cycles} cycles "
+          f"(pipeline latency {LATENCY})")
+    # One beat per cycle once the pipeline is full, plus the parameter loading.
+    assert cycles <= beats + LATENCY + cfg.param_rows + 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=st.integers(-(1 << 62), (1 << 62) - 1), s=st.integers(0, 63))
+def test_hardware_rounding_form_equals_numerics(x, s):
+    """The RTL computes ((x >> (s-1)) + 1) >> 1; it must equal numerics.round_shift."""
+    hw = x if s == 0 else ((x >> (s - 1)) + 1) >> 1
+    assert hw == round_shift(x, s)
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), lanes=st.sampled_from([1, 2, 4]),
+       requant_bits=st.sampled_from([16, 32]))
+def test_hypothesis_batches(seed, lanes, requant_bits):
+    check_config_run(make_config(4, lanes, requant_bits), 30, seed)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_constructor_rejects_a_non_config():
+    with pytest.raises(TypeError, match="PostProcessor config must be an AcceleratorConfig"):
+        PostProcessor(config={"cols": 4})
