@@ -1,0 +1,321 @@
+"""Instruction decoder: static checks, queue routing, token masks and micro-ops, from isa.py.
+
+Every layout, enum and rule here is read from :mod:`systolic.isa` and mirrors
+:func:`systolic.checks.static_check` check for check, so the hardware reports the same
+:class:`~systolic.isa.ErrorCode` as the golden model for every 128-bit word.
+"""
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from systolic.checks import ADDR_LIMIT, BINARY_VECTOR_OPS
+from systolic.isa import (
+    CONFIG_QUEUE,
+    INSTR_BITS,
+    LAYOUTS,
+    MAX_ROWS,
+    ConfigReg,
+    ErrorCode,
+    LoadDest,
+    Opcode,
+    Queue,
+    StoreSrc,
+    VectorOp,
+)
+from systolic.model import _POPS, _PUSHES
+from systolic.numerics import SHIFT_MAX, OutType
+
+from .scratchpad import check_config
+
+__all__ = ["NO_QUEUE", "CHANNEL_ORDER", "UOP_OPS", "body_layout", "uop_layout", "Decoder"]
+
+NO_QUEUE = 3                                # ``queue`` output of NOP, HALT and bad selectors
+CHANNEL_ORDER = ("L2E", "E2L", "E2S", "S2E")  # bit order of the ``pops``/``pushes`` masks
+
+# Opcodes each queue runs, besides CONFIG and SYNC.
+UOP_OPS = {Queue.LOAD: (Opcode.LOAD,), Queue.EXEC: (Opcode.MATMUL, Opcode.VECTOR),
+           Queue.STORE: (Opcode.STORE,)}
+
+def body_layout(op):
+    """The fields of opcode ``op`` without the header, as a struct layout."""
+    return data.StructLayout({name: field.shape
+                              for name, field in data.Layout.cast(LAYOUTS[op])
+                              if name != "header"})
+
+
+def _config_body():
+    return data.StructLayout({"reg": unsigned(4), "value": signed(32)})
+
+
+def uop_layout(queue):
+    """The micro-op a queue holds: opcode, token flags, instruction index and the body of
+    the opcodes that run in ``queue`` (a union; CONFIG keeps register and value only)."""
+    bodies = {op.name.lower(): body_layout(op) for op in UOP_OPS[queue]}
+    bodies["config"] = _config_body()
+    return data.StructLayout({
+        "opcode": Opcode,
+        "pop_prev": 1, "pop_next": 1, "push_prev": 1, "push_next": 1,
+        "index": unsigned(32),
+        "body": data.UnionLayout(bodies),
+    })
+
+
+def _used_mask(op):
+    used = (1 << 8) - 1
+    for name, field in data.Layout.cast(LAYOUTS[op]):
+        if name != "header":
+            used |= ((1 << field.width) - 1) << field.offset
+    return used
+
+
+class Decoder(wiring.Component):
+    """Combinational decoder of one instruction word.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Attributes
+    ----------
+    word : In(128)
+        The instruction.
+    error : Out(ErrorCode)
+        The static-check result, exactly :func:`systolic.checks.static_check`.
+    queue : Out(2)
+        The queue the instruction runs in (:class:`~systolic.isa.Queue`), or
+        :data:`NO_QUEUE` for NOP and HALT.
+    halt : Out(1)
+        The opcode is HALT.
+    pops, pushes : Out(4)
+        Token channels the instruction pops and pushes, bits in :data:`CHANNEL_ORDER`.
+    uop_load, uop_exec, uop_store : Out(uop_layout(queue))
+        The micro-op for each queue (``index`` left zero: the fetch unit sets it).
+    """
+
+    def __init__(self, *, config):
+        check_config(config, "Decoder")
+        self.config = config
+        super().__init__({
+            "word": In(INSTR_BITS),
+            "error": Out(ErrorCode),
+            "queue": Out(2),
+            "halt": Out(1),
+            "pops": Out(4),
+            "pushes": Out(4),
+            "uop_load": Out(uop_layout(Queue.LOAD)),
+            "uop_exec": Out(uop_layout(Queue.EXEC)),
+            "uop_store": Out(uop_layout(Queue.STORE)),
+        })
+
+    def elaborate(self, platform):
+        c = self.config
+        m = Module()
+        views = {op: data.View(LAYOUTS[op], self.word[:data.Layout.cast(LAYOUTS[op]).size])
+                 for op in Opcode}
+        code = self.word[:4]
+        op_is = {op: code == op.value for op in Opcode}
+
+        # -- ILLEGAL_OPCODE ------------------------------------------------------------------
+        illegal = Signal()
+        defined = 0
+        for op in Opcode:
+            defined = defined | op_is[op]
+        m.d.comb += illegal.eq(~defined | (op_is[Opcode.VECTOR] & (not c.vector_unit)))
+
+        # -- queue ---------------------------------------------------------------------------
+        queue = Signal(2, init=NO_QUEUE)
+        cfg = views[Opcode.CONFIG]
+        sync = views[Opcode.SYNC]
+        with m.Switch(code):
+            with m.Case(Opcode.LOAD):
+                m.d.comb += queue.eq(Queue.LOAD)
+            with m.Case(Opcode.STORE):
+                m.d.comb += queue.eq(Queue.STORE)
+            with m.Case(Opcode.MATMUL, Opcode.VECTOR):
+                m.d.comb += queue.eq(Queue.EXEC)
+            with m.Case(Opcode.SYNC):
+                m.d.comb += queue.eq(sync.queue.as_value())
+            with m.Case(Opcode.CONFIG):
+                with m.Switch(cfg.reg.as_value()):
+                    for reg, q in CONFIG_QUEUE.items():
+                        with m.Case(reg.value):
+                            m.d.comb += queue.eq(q)
+        m.d.comb += self.queue.eq(queue)
+
+        # -- RESERVED_BITS -------------------------------------------------------------------
+        reserved = Signal()
+        with m.Switch(code):
+            for op in Opcode:
+                with m.Case(op):
+                    mask = ((1 << INSTR_BITS) - 1) & ~_used_mask(op)
+                    m.d.comb += reserved.eq((self.word & mask) != 0)
+        flags = Signal(4)
+        m.d.comb += flags.eq(self.word[4:8])
+        pop_prev, pop_next, push_prev, push_next = (flags[i] for i in range(4))
+        flags_bad = Signal()
+        with m.If(op_is[Opcode.NOP] | op_is[Opcode.HALT]):
+            m.d.comb += flags_bad.eq(flags != 0)
+        with m.Elif(queue == Queue.LOAD):
+            m.d.comb += flags_bad.eq(pop_prev | push_prev)
+        with m.Elif(queue == Queue.STORE):
+            m.d.comb += flags_bad.eq(pop_next | push_next)
+
+        # -- BAD_FIELD -----------------------------------------------------------------------
+        def rows_bad(n):
+            return (n < 1) | (n > MAX_ROWS)
+
+        bad = Signal()
+        mmax = (1 << (c.requant_bits - 1)) - 1
+        ld, st, mm, vec = (views[o] for o in (Opcode.LOAD, Opcode.STORE, Opcode.MATMUL,
+                                              Opcode.VECTOR))
+        with m.Switch(code):
+            with m.Case(Opcode.CONFIG):
+                value = cfg.value.as_signed()
+                with m.Switch(cfg.reg.as_value()):
+                    for reg in ConfigReg:
+                        with m.Case(reg.value):
+                            if reg is ConfigReg.PAD_VALUE:
+                                ok = (value >= -128) & (value <= 255)
+                            elif reg in (ConfigReg.REQ_MULT, ConfigReg.VEC_MULT_A,
+                                         ConfigReg.VEC_MULT_B):
+                                ok = (value >= 0) & (value <= mmax)
+                            elif reg in (ConfigReg.REQ_SHIFT, ConfigReg.VEC_SHIFT_A,
+                                         ConfigReg.VEC_SHIFT_B):
+                                ok = (value >= 0) & (value <= SHIFT_MAX)
+                            elif reg is ConfigReg.ACTIVATION:
+                                ok = (value >= 0) & (value <= 2)
+                            else:
+                                ok = Const(1)
+                            if reg.name.startswith("VEC_") and not c.vector_unit:
+                                ok = Const(0)
+                            m.d.comb += bad.eq(~ok)
+                    with m.Default():
+                        m.d.comb += bad.eq(1)
+            with m.Case(Opcode.SYNC):
+                m.d.comb += bad.eq(sync.queue.as_value() == NO_QUEUE)
+            with m.Case(Opcode.LOAD):
+                dest = ld.dest.as_value()
+                width = Mux(dest == LoadDest.SP.value, c.sp_width, c.cols)
+                m.d.comb += bad.eq((dest == 3) | rows_bad(ld.n_rows)
+                                   | (ld.pad_top + ld.pad_bottom > ld.n_rows)
+                                   | (ld.pad_left + ld.length > width))
+            with m.Case(Opcode.STORE):
+                from_sp = st.src.as_value() == StoreSrc.SP.value
+                sp_bad = ((st.out_type != OutType.INT8) | st.per_channel
+                          | (st.length < 1) | (st.length > c.sp_width))
+                acc_bad = ((st.per_channel & (st.out_type == OutType.INT32))
+                           | (st.length < 1) | (st.length > c.cols))
+                m.d.comb += bad.eq((st.out_type == 3) | rows_bad(st.n_rows)
+                                   | Mux(from_sp, sp_bad, acc_bad))
+            with m.Case(Opcode.MATMUL):
+                m.d.comb += bad.eq(~(mm.compute | mm.preload)
+                                   | (mm.compute & rows_bad(mm.n_rows)))
+            with m.Case(Opcode.VECTOR):
+                vop = vec.op.as_value()
+                imm = vec.imm.as_signed()
+                n = vec.n_rows
+
+                def overlap(a, b):
+                    return (a != b) & (a < b + n) & (b < a + n)
+
+                binary = 0
+                for v in BINARY_VECTOR_OPS:
+                    binary = binary | (vop == v.value)
+                m.d.comb += bad.eq(
+                    (vop > max(v.value for v in VectorOp)) | rows_bad(n)
+                    | ((vop == VectorOp.SHIFT.value) & ((imm < -31) | (imm > SHIFT_MAX)))
+                    | overlap(vec.dst, vec.src_a)
+                    | (binary & overlap(vec.dst, vec.src_b)))
+
+        # -- MISALIGNED ----------------------------------------------------------------------
+        misaligned = Signal()
+        with m.Switch(code):
+            with m.Case(Opcode.LOAD):
+                m.d.comb += misaligned.eq((ld.dest.as_value() != LoadDest.SP.value)
+                                          & ((ld.dram_addr[:2] != 0) | (ld.stride[:2] != 0)))
+            with m.Case(Opcode.STORE):
+                m.d.comb += misaligned.eq((st.out_type == OutType.INT32)
+                                          & ((st.dram_addr[:2] != 0) | (st.stride[:2] != 0)))
+
+        # -- ADDRESS_RANGE -------------------------------------------------------------------
+        def extent_bad(addr, stride, n, row_bytes):
+            # addr + (n-1)*stride + row_bytes > 2**32, and only when n, row_bytes > 0
+            span = Signal(unsigned(40))
+            m.d.comb += span.eq(addr + (n - 1) * stride + row_bytes)
+            return (n > 0) & (row_bytes > 0) & (span > ADDR_LIMIT)
+
+        out_range = Signal()
+        with m.Switch(code):
+            with m.Case(Opcode.LOAD):
+                dest = ld.dest.as_value()
+                limit = Mux(dest == LoadDest.SP.value, c.sp_rows,
+                            Mux(dest == LoadDest.ACC.value, c.acc_rows, c.param_rows))
+                rows_m = Signal(signed(15))
+                m.d.comb += rows_m.eq(ld.n_rows - ld.pad_top - ld.pad_bottom)
+                row_bytes = Mux(dest == LoadDest.SP.value, ld.length, ld.length * 4)
+                m.d.comb += out_range.eq((ld.addr + ld.n_rows > limit)
+                                         | extent_bad(ld.dram_addr, ld.stride,
+                                                      rows_m.as_unsigned()[:13], row_bytes))
+            with m.Case(Opcode.STORE):
+                from_sp = st.src.as_value() == StoreSrc.SP.value
+                limit = Mux(from_sp, c.sp_rows, c.acc_rows)
+                row_bytes = Mux(st.out_type == OutType.INT32, st.length * 4, st.length)
+                m.d.comb += out_range.eq(
+                    (st.addr + st.n_rows > limit)
+                    | (st.per_channel & (st.param_addr + 2 > c.param_rows))
+                    | extent_bad(st.dram_addr, st.stride, st.n_rows, row_bytes))
+            with m.Case(Opcode.MATMUL):
+                n = mm.n_rows
+                m.d.comb += out_range.eq(
+                    (mm.compute & ((mm.a_addr + n > c.sp_rows) | (mm.c_addr + n > c.acc_rows)))
+                    | (mm.preload & (mm.w_addr + c.rows > c.sp_rows)))
+            with m.Case(Opcode.VECTOR):
+                n = vec.n_rows
+                binary = 0
+                for v in BINARY_VECTOR_OPS:
+                    binary = binary | (vec.op.as_value() == v.value)
+                m.d.comb += out_range.eq((vec.dst + n > c.acc_rows) | (vec.src_a + n > c.acc_rows)
+                                         | (binary & (vec.src_b + n > c.acc_rows)))
+
+        # -- priority, in the order of the error codes ---------------------------------------
+        with m.If(illegal):
+            m.d.comb += self.error.eq(ErrorCode.ILLEGAL_OPCODE)
+        with m.Elif(reserved | flags_bad):
+            m.d.comb += self.error.eq(ErrorCode.RESERVED_BITS)
+        with m.Elif(bad):
+            m.d.comb += self.error.eq(ErrorCode.BAD_FIELD)
+        with m.Elif(misaligned):
+            m.d.comb += self.error.eq(ErrorCode.MISALIGNED)
+        with m.Elif(out_range):
+            m.d.comb += self.error.eq(ErrorCode.ADDRESS_RANGE)
+        with m.Else():
+            m.d.comb += self.error.eq(ErrorCode.NONE)
+
+        # -- tokens --------------------------------------------------------------------------
+        names = ("pop_prev", "pop_next", "push_prev", "push_next")
+        by_name = dict(zip(names, (pop_prev, pop_next, push_prev, push_next), strict=True))
+        for table, out in ((_POPS, self.pops), (_PUSHES, self.pushes)):
+            for (q, flag), ch in table.items():
+                bit = CHANNEL_ORDER.index(ch)
+                m.d.comb += out[bit].eq(by_name[flag] & (queue == q.value))
+        m.d.comb += self.halt.eq(op_is[Opcode.HALT])
+
+        # -- micro-ops -----------------------------------------------------------------------
+        for q, uop in ((Queue.LOAD, self.uop_load), (Queue.EXEC, self.uop_exec),
+                       (Queue.STORE, self.uop_store)):
+            m.d.comb += [
+                uop.opcode.eq(code),
+                uop.pop_prev.eq(pop_prev), uop.pop_next.eq(pop_next),
+                uop.push_prev.eq(push_prev), uop.push_next.eq(push_next),
+            ]
+            with m.If(op_is[Opcode.CONFIG]):
+                m.d.comb += [uop.body.config.reg.eq(cfg.reg.as_value()),
+                             uop.body.config.value.eq(cfg.value)]
+            for op in UOP_OPS[q]:
+                with m.If(op_is[op]):
+                    body = getattr(uop.body, op.name.lower())
+                    for name, _field in data.Layout.cast(LAYOUTS[op]):
+                        if name != "header":
+                            m.d.comb += getattr(body, name).eq(getattr(views[op], name))
+        return m
