@@ -1,0 +1,293 @@
+"""On-chip system memory: an AXI4 slave and a host-bridge word port over one single-port RAM."""
+
+from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["MemPortSignature", "ram_signature", "GenericRam", "SystemMemory",
+           "AXI_OKAY", "AXI_SLVERR", "AXI_DECERR", "BURST_FIXED", "BURST_INCR"]
+
+AXI_OKAY = 0b00
+AXI_SLVERR = 0b10
+AXI_DECERR = 0b11
+BURST_FIXED = 0b00
+BURST_INCR = 0b01
+
+BRIDGE_DATA_WIDTH = 32
+
+
+class MemPortSignature(wiring.Signature):
+    """A 32-bit word port, from the requester's side.
+
+    The requester raises ``valid`` with ``addr`` (a byte address; bits 1..0 are ignored),
+    ``we`` and ``wdata`` and holds them until ``ack``, a one-cycle pulse; in that cycle
+    ``rdata`` holds the word read and ``error`` is high when ``addr`` is outside the
+    memory (writes there are dropped). The cycle after ``ack`` the requester drops
+    ``valid`` or presents its next request.
+
+    Members
+    -------
+    valid, addr, we, wdata : Out
+    ack, rdata, error : In
+    """
+
+    def __init__(self):
+        super().__init__({
+            "valid": Out(1),
+            "addr": Out(32),
+            "we": Out(1),
+            "wdata": Out(BRIDGE_DATA_WIDTH),
+            "ack": In(1),
+            "rdata": In(BRIDGE_DATA_WIDTH),
+            "error": In(1),
+        })
+
+
+def ram_signature(*, width, depth):
+    """Signature of a single-port RAM, from the RAM's side.
+
+    One access per cycle: ``re`` reads row ``addr`` into ``rdata`` on the next cycle (held
+    until the next read); ``we`` is a byte-lane write enable for ``wdata``.
+    """
+    return wiring.Signature({
+        "addr": In(range(depth)),
+        "re": In(1),
+        "we": In(width // 8),
+        "wdata": In(width),
+        "rdata": Out(width),
+    })
+
+
+class GenericRam(wiring.Component):
+    """Single-port RAM on a generic :class:`amaranth.lib.memory.Memory` (block RAM).
+
+    Parameters
+    ----------
+    width : int
+        Row width in bits (a multiple of 8).
+    depth : int
+        Rows.
+    init : list of int, optional
+        Initial contents.
+    """
+
+    def __init__(self, *, width, depth, init=()):
+        self.width, self.depth = width, depth
+        self.memory = Memory(shape=width, depth=depth, init=init)
+        super().__init__(ram_signature(width=width, depth=depth))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.memory = self.memory
+        rd = self.memory.read_port()
+        wr = self.memory.write_port(granularity=8)
+        m.d.comb += [
+            rd.addr.eq(self.addr), rd.en.eq(self.re), self.rdata.eq(rd.data),
+            wr.addr.eq(self.addr), wr.en.eq(self.we), wr.data.eq(self.wdata),
+        ]
+        return m
+
+
+def _axi_members(data_width, id_width, addr_width):
+    strb = data_width // 8
+    return {
+        "s_axi_awid": In(id_width), "s_axi_awaddr": In(addr_width), "s_axi_awlen": In(8),
+        "s_axi_awsize": In(3), "s_axi_awburst": In(2), "s_axi_awvalid": In(1),
+        "s_axi_awready": Out(1),
+        "s_axi_wdata": In(data_width), "s_axi_wstrb": In(strb), "s_axi_wlast": In(1),
+        "s_axi_wvalid": In(1), "s_axi_wready": Out(1),
+        "s_axi_bid": Out(id_width), "s_axi_bresp": Out(2), "s_axi_bvalid": Out(1),
+        "s_axi_bready": In(1),
+        "s_axi_arid": In(id_width), "s_axi_araddr": In(addr_width), "s_axi_arlen": In(8),
+        "s_axi_arsize": In(3), "s_axi_arburst": In(2), "s_axi_arvalid": In(1),
+        "s_axi_arready": Out(1),
+        "s_axi_rid": Out(id_width), "s_axi_rdata": Out(data_width), "s_axi_rresp": Out(2),
+        "s_axi_rlast": Out(1), "s_axi_rvalid": Out(1), "s_axi_rready": In(1),
+    }
+
+
+class SystemMemory(wiring.Component):
+    """System memory shared by an AXI4 master (the accelerator) and the host bridge.
+
+    One single-port RAM serves three requesters, granted round robin when the memory is
+    idle: an AXI4 read burst, an AXI4 write burst, or one bridge access. A burst holds the
+    memory until its last beat. Bursts are INCR or FIXED (WRAP is treated as INCR), with
+    narrow sizes and byte strobes. An address outside the memory reads as zero, drops the
+    write and answers DECERR.
+
+    Timing: a read burst's first R beat comes two cycles after the AR handshake, then one
+    beat per cycle while ``rready`` is high; a write burst takes one W beat per cycle from
+    the cycle after the AW handshake and raises B the cycle after the last W beat; a
+    bridge access is acknowledged the cycle after it is granted.
+
+    Parameters
+    ----------
+    size : int
+        Bytes, a power of two, at least 64.
+    data_width : int
+        AXI data width and RAM row width: 32 or 64.
+    id_width : int
+        AXI ID width (1..8).
+    ram : callable, optional
+        ``ram(width=, depth=)`` returning a component with :func:`ram_signature` (for
+        example SPRAM primitives); by default a :class:`GenericRam`.
+
+    Attributes
+    ----------
+    s_axi_* : AXI4 slave ports (standard names; ``awlock``, ``awcache``, ``awprot`` and their
+        read twins are not used and not present).
+    bridge : In(MemPortSignature())
+        The host bridge's word port.
+    """
+
+    def __init__(self, *, size, data_width=32, id_width=4, ram=None):
+        if not isinstance(size, int) or size < 64 or size & (size - 1):
+            raise ValueError(f"SystemMemory size must be a power of two of at least 64 bytes, "
+                             f"not {size!r}")
+        if data_width not in (32, 64):
+            raise ValueError(f"SystemMemory data_width must be 32 or 64, not {data_width!r}")
+        if not isinstance(id_width, int) or not 1 <= id_width <= 8:
+            raise ValueError(f"SystemMemory id_width must be in 1..8, not {id_width!r}")
+        self.size, self.data_width, self.id_width = size, data_width, id_width
+        self.depth = size // (data_width // 8)
+        self.ram = (ram or GenericRam)(width=data_width, depth=self.depth)
+        expected = ram_signature(width=data_width, depth=self.depth)
+        if self.ram.signature != expected:
+            raise ValueError(f"SystemMemory ram must have signature {expected!r}, "
+                             f"not {self.ram.signature!r}")
+        members = _axi_members(data_width, id_width, 32)
+        members["bridge"] = In(MemPortSignature())
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ram = ram = self.ram
+        nbytes = self.data_width // 8
+        lsb = nbytes.bit_length() - 1           # byte-offset bits within a row
+        size_bits = self.size.bit_length() - 1
+
+        def row(addr):
+            return addr[lsb:size_bits]
+
+        def in_range(addr):
+            return addr[size_bits:] == 0
+
+        addr = Signal(32)
+        beats = Signal(8)
+        size = Signal(3)
+        burst = Signal(2)
+        ident = Signal(self.id_width)
+        error = Signal()
+        step = Signal(32)
+        next_addr = Signal(32)
+        m.d.comb += [
+            step.eq(Const(1, 8) << size),
+            next_addr.eq(Mux(burst == BURST_FIXED, addr, addr + step)),
+        ]
+
+        # round-robin grant among the AXI read, AXI write and bridge requesters
+        READ, WRITE, BRIDGE = 0, 1, 2
+        bridge = self.bridge
+        requests = {READ: self.s_axi_arvalid, WRITE: self.s_axi_awvalid, BRIDGE: bridge.valid}
+        last = Signal(2, init=BRIDGE)
+        pick = Signal(2)
+        picked = Signal()
+        with m.Switch(last):
+            for prev in (READ, WRITE, BRIDGE):
+                order = [(prev + k) % 3 for k in (1, 2, 3)]
+                with m.Case(prev):
+                    with m.If(requests[order[0]]):
+                        m.d.comb += [pick.eq(order[0]), picked.eq(1)]
+                    with m.Elif(requests[order[1]]):
+                        m.d.comb += [pick.eq(order[1]), picked.eq(1)]
+                    with m.Elif(requests[order[2]]):
+                        m.d.comb += [pick.eq(order[2]), picked.eq(1)]
+
+        # bridge port: 32-bit lanes of a 32- or 64-bit row
+        lane = Signal(range(max(2, nbytes // 4)))
+        bridge_error = Signal()
+        if nbytes > 4:
+            m.d.comb += bridge.rdata.eq(ram.rdata.word_select(lane, 32))
+        else:
+            m.d.comb += bridge.rdata.eq(ram.rdata)
+        m.d.comb += bridge.error.eq(bridge_error)
+
+        m.d.comb += [
+            self.s_axi_bid.eq(ident), self.s_axi_rid.eq(ident),
+            self.s_axi_bresp.eq(Mux(error, AXI_DECERR, AXI_OKAY)),
+            self.s_axi_rresp.eq(Mux(in_range(addr), AXI_OKAY, AXI_DECERR)),
+            self.s_axi_rdata.eq(Mux(in_range(addr), ram.rdata, 0)),
+            self.s_axi_rlast.eq(beats == 0),
+        ]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(picked):
+                    m.d.sync += last.eq(pick)
+                with m.If(picked & (pick == READ)):
+                    m.d.comb += self.s_axi_arready.eq(1)
+                    m.d.sync += [
+                        addr.eq(self.s_axi_araddr), beats.eq(self.s_axi_arlen),
+                        size.eq(self.s_axi_arsize), burst.eq(self.s_axi_arburst),
+                        ident.eq(self.s_axi_arid),
+                    ]
+                    m.next = "READ_ISSUE"
+                with m.If(picked & (pick == WRITE)):
+                    m.d.comb += self.s_axi_awready.eq(1)
+                    m.d.sync += [
+                        addr.eq(self.s_axi_awaddr), beats.eq(self.s_axi_awlen),
+                        size.eq(self.s_axi_awsize), burst.eq(self.s_axi_awburst),
+                        ident.eq(self.s_axi_awid), error.eq(0),
+                    ]
+                    m.next = "WRITE"
+                with m.If(picked & (pick == BRIDGE)):
+                    ok = in_range(bridge.addr)
+                    sel = bridge.addr[2:lsb] if nbytes > 4 else Const(0, 1)
+                    m.d.comb += [
+                        ram.addr.eq(row(bridge.addr)),
+                        ram.re.eq(~bridge.we),
+                        ram.wdata.eq(bridge.wdata.replicate(nbytes // 4)),
+                        ram.we.eq(Mux(bridge.we & ok, Const(0xF, nbytes) << (sel * 4), 0)),
+                    ]
+                    m.d.sync += [lane.eq(sel), bridge_error.eq(~ok)]
+                    m.next = "BRIDGE_ACK"
+
+            with m.State("BRIDGE_ACK"):
+                m.d.comb += bridge.ack.eq(1)
+                m.next = "IDLE"
+
+            with m.State("READ_ISSUE"):
+                m.d.comb += [ram.addr.eq(row(addr)), ram.re.eq(1)]
+                m.next = "READ_DATA"
+
+            with m.State("READ_DATA"):
+                m.d.comb += self.s_axi_rvalid.eq(1)
+                with m.If(self.s_axi_rready):
+                    with m.If(beats == 0):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.comb += [ram.addr.eq(row(next_addr)), ram.re.eq(1)]
+                        m.d.sync += [addr.eq(next_addr), beats.eq(beats - 1)]
+
+            with m.State("WRITE"):
+                m.d.comb += self.s_axi_wready.eq(1)
+                with m.If(self.s_axi_wvalid):
+                    m.d.comb += [
+                        ram.addr.eq(row(addr)),
+                        ram.wdata.eq(self.s_axi_wdata),
+                        ram.we.eq(Mux(in_range(addr), self.s_axi_wstrb, 0)),
+                    ]
+                    m.d.sync += [
+                        addr.eq(next_addr), beats.eq(beats - 1),
+                        error.eq(error | ~in_range(addr)),
+                    ]
+                    with m.If(beats == 0):
+                        m.next = "RESPOND"
+
+            with m.State("RESPOND"):
+                m.d.comb += self.s_axi_bvalid.eq(1)
+                with m.If(self.s_axi_bready):
+                    m.next = "IDLE"
+        return m
+
