@@ -1,0 +1,1 @@
+"""Program builders for verification: constrained-random programs and a tiled GEMM."""
