@@ -1,0 +1,292 @@
+"""Accumulator in Amaranth's simulator against a cycle-level NumPy model."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from systolic.rtl.accumulator import Accumulator
+
+from systolic.config import AcceleratorConfig
+from systolic.numerics import INT32_MAX, INT32_MIN, sat32
+
+WRITERS = Accumulator.WRITE_PORTS
+READERS = Accumulator.READ_PORTS
+
+
+def make_config(cols=4, acc_depth=8):
+    return AcceleratorConfig(rows=2, cols=cols, sp_depth=16, acc_depth=acc_depth)
+
+
+class AccModel:
+    """The documented behaviour: arbitration, read-before-write within a cycle, saturating
+    accumulation, the sticky overflow flag one cycle after the commit."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.mem = np.zeros((cfg.acc_rows, cfg.cols), dtype=np.int64)
+        self.overflow = 0
+        self.sat_commit = False   # a write accepted last cycle saturates when it commits
+        self.busy = [0] * cfg.acc_banks
+
+    def bank(self, addr):
+        return addr // self.cfg.acc_depth
+
+    def grants(self, req):
+        """Which requests of one cycle are accepted, per the fixed priorities."""
+        granted = {}
+        used = set()
+        for name in WRITERS:
+            if name in req:
+                b = self.bank(req[name][0])
+                granted[name] = b not in used
+                used.add(b)
+        busy = set()
+        if "array_w" in req and req["array_w"][2]:
+            busy.add(self.bank(req["array_w"][0]))
+        for name in READERS:
+            if name in req:
+                b = self.bank(req[name])
+                granted[name] = b not in busy
+                busy.add(b)
+        return granted
+
+    def step(self, req, granted):
+        """Advance one cycle; returns the rows the granted reads will return."""
+        reads = {n: self.mem[req[n]].copy() for n in READERS if granted.get(n)}
+        overflow_next = self.sat_commit or (self.overflow and not req.get("clear"))
+        self.sat_commit = False
+        self.busy = [0] * self.cfg.acc_banks
+        for name in WRITERS:
+            if not granted.get(name):
+                continue
+            addr, data, acc = (req[name] + (False,))[:3]
+            data = np.asarray(data, dtype=np.int64)
+            if acc:
+                data, over = sat32(self.mem[addr] + data)
+                self.sat_commit |= over
+            self.mem[addr] = data
+            self.busy[self.bank(addr)] = 1
+        self.overflow = int(overflow_next)
+        return reads
+
+
+def run_schedule(cfg, schedule, *, corrupt_read=None):
+    """Drive one request dict per cycle; check grants, read data, ``busy`` and ``overflow``
+    against :class:`AccModel` every cycle. ``corrupt_read`` (an index into the read
+    responses) flips one expected value, to show the scoreboard catches it. Returns the
+    model and the list of (port, row) read responses."""
+    dut = Accumulator(config=cfg)
+    model = AccModel(cfg)
+    responses = []
+    errors = []
+
+    async def bench(ctx):
+        pending = {}
+        for cycle, req in enumerate(schedule + [{}]):
+            for name in WRITERS:
+                port = getattr(dut, name)
+                ctx.set(port.en, name in req)
+                if name in req:
+                    ctx.set(port.addr, req[name][0])
+                    ctx.set(port.data, [int(x) for x in req[name][1]])
+                    if name == "array_w":
+                        ctx.set(port.accumulate, req[name][2])
+            for name in READERS:
+                port = getattr(dut, name)
+                ctx.set(port.en, name in req)
+                if name in req:
+                    ctx.set(port.addr, req[name])
+            ctx.set(dut.overflow_clear, bool(req.get("clear")))
+            probes = [getattr(dut, n).ready for n in WRITERS[1:] + READERS]
+            probes += [getattr(dut, n).valid for n in READERS]
+            probes += [getattr(dut, n).data for n in READERS]
+            probes += [dut.overflow, dut.busy]
+            _, _, *vals = await ctx.tick().sample(*probes)
+            nw, nr = len(WRITERS) - 1, len(READERS)
+            ready = dict(zip(WRITERS[1:] + READERS, vals[: nw + nr], strict=True))
+            valid = dict(zip(READERS, vals[nw + nr: nw + 2 * nr], strict=True))
+            rdata = dict(zip(READERS, vals[nw + 2 * nr: nw + 3 * nr], strict=True))
+            overflow, busy = vals[-2], vals[-1]
+
+            want_busy = sum(b << i for i, b in enumerate(model.busy))
+            if (overflow, busy) != (model.overflow, want_busy):
+                errors.append(f"cycle {cycle}: overflow/busy {overflow}/{busy:b}, "
+                              f"expected {model.overflow}/{want_busy:b}")
+            for name in READERS:
+                if bool(valid[name]) != (name in pending):
+                    errors.append(f"cycle {cycle}: {name}.valid is {valid[name]}")
+                elif name in pending:
+                    got = [int(x) for x in rdata[name]]
+                    want = [int(x) for x in pending[name]]
+                    if corrupt_read is not None and len(responses) == corrupt_read:
+                        want[0] ^= 1
+                    responses.append((name, got))
+                    if got != want:
+                        errors.append(f"cycle {cycle}: {name} read {got}, expected {want}")
+            granted = model.grants(req)
+            for name, g in granted.items():
+                if name in ready and bool(ready[name]) != g:
+                    errors.append(f"cycle {cycle}: {name}.ready is {ready[name]}, rule says {g}")
+            pending = model.step(req, granted)
+            if errors:
+                return
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    if errors:
+        raise AssertionError("; ".join(errors[:3]))
+    return model, responses
+
+
+# -- directed -------------------------------------------------------------------------------
+
+def row_of(cfg, value):
+    return [value] * cfg.cols
+
+
+def test_back_to_back_accumulate_forwards():
+    """Row r accumulated on consecutive cycles, with gaps of one and two cycles, and
+    interleaved with another row of the same bank, must see every earlier write."""
+    cfg = make_config()
+    r, s = 3, 5
+    adds = [(r, 1), (r, 2), (r, 4), (s, 8), (r, 16), (None, 0), (r, 32), (None, 0),
+            (None, 0), (r, 64), (s, 128), (s, 256), (r, 512)]
+    schedule = [{"array_w": (r, row_of(cfg, 1000), False)}]     # overwrite first
+    for addr, v in adds:
+        schedule.append({} if addr is None else {"array_w": (addr, row_of(cfg, v), True)})
+    schedule.append({"store_rd": r})
+    schedule.append({"store_rd": s})
+    model, responses = run_schedule(cfg, schedule)
+    assert responses == [("store_rd", row_of(cfg, 1000 + 1 + 2 + 4 + 16 + 32 + 64 + 512)),
+                         ("store_rd", row_of(cfg, 8 + 128 + 256))]
+
+
+def test_read_right_after_write_sees_it():
+    """A read granted the cycle after a write's acceptance is forwarded the new row."""
+    cfg = make_config()
+    schedule = [
+        {"load_w": (2, row_of(cfg, 7))},
+        {"store_rd": 2, "array_w": (2, row_of(cfg, 5), True)},   # array takes the port
+        {"store_rd": 2},
+        {"vec_w": (2, row_of(cfg, -9)), "vec_rd_a": 2},           # same-cycle write unseen
+        {"vec_rd_b": 2},
+    ]
+    _, responses = run_schedule(cfg, schedule)
+    assert responses == [("store_rd", row_of(cfg, 12)), ("vec_rd_a", row_of(cfg, 12)),
+                         ("vec_rd_b", row_of(cfg, -9))]
+
+
+def test_overwrite_versus_accumulate():
+    cfg = make_config()
+    vals = [[1, -2, 3, -4], [10, 20, 30, 40], [-5, -5, -5, -5]]
+    schedule = [
+        {"array_w": (9, vals[0], False)},
+        {"array_w": (9, vals[1], True)},
+        {"array_w": (9, vals[2], False)},   # overwrite right behind an accumulate
+        {"array_w": (9, vals[1], True)},
+        {"store_rd": 9},
+    ]
+    _, responses = run_schedule(cfg, schedule)
+    assert responses == [("store_rd", [5, 15, 25, 35])]
+
+
+def test_saturation_and_sticky_overflow():
+    cfg = make_config()
+    schedule = [
+        {"array_w": (1, [INT32_MAX - 1, INT32_MIN + 1, 0, 5], False)},
+        {"array_w": (1, [2, -2, 0, -5], True)},          # saturates both ways
+        {}, {"array_w": (4, row_of(cfg, 1), True)},       # no overflow: flag stays
+        {}, {"clear": True},
+        {"store_rd": 1},
+        {"array_w": (1, [1, 0, 0, 0], True), "clear": True},   # saturation beats clear
+        {}, {},
+    ]
+    model, responses = run_schedule(cfg, schedule)
+    assert responses == [("store_rd", [INT32_MAX, INT32_MIN, 0, 0])]
+    assert model.overflow == 1
+
+
+def test_ping_pong_streams_both_banks_every_cycle():
+    """The array accumulates into bank 0 while STORE reads bank 1 and LOAD writes bank 1:
+    nothing waits."""
+    cfg = make_config()
+    d = cfg.acc_depth
+    schedule = []
+    for t in range(3 * d):
+        schedule.append({"array_w": (t % d, row_of(cfg, t), True),
+                         "store_rd": d + t % d,
+                         "load_w": (d + (t + 3) % d, row_of(cfg, -t))})
+    run_schedule(cfg, schedule)   # every cycle's ready is checked against the rule
+    assert all(AccModel(cfg).grants(req)["store_rd"] for req in schedule)
+
+
+def test_same_bank_conflicts_follow_priority():
+    cfg = make_config()
+    schedule = [
+        {"array_w": (0, row_of(cfg, 1), True), "vec_w": (1, row_of(cfg, 2)),
+         "load_w": (2, row_of(cfg, 3)), "store_rd": 3, "vec_rd_a": 4, "vec_rd_b": 5},
+        {"vec_w": (1, row_of(cfg, 2)), "load_w": (2, row_of(cfg, 3)),
+         "store_rd": 3, "vec_rd_a": 4},
+        {"load_w": (2, row_of(cfg, 3)), "vec_rd_a": 4, "vec_rd_b": 5},
+    ]
+    model = AccModel(cfg)
+    g = [model.grants(req) for req in schedule]
+    assert g[0] == {"array_w": True, "vec_w": False, "load_w": False,
+                    "store_rd": False, "vec_rd_a": False, "vec_rd_b": False}
+    assert g[1] == {"vec_w": True, "load_w": False, "store_rd": True, "vec_rd_a": False}
+    assert g[2] == {"load_w": True, "vec_rd_a": True, "vec_rd_b": False}
+    run_schedule(cfg, schedule)   # and the hardware agrees, cycle by cycle
+
+
+# -- random traffic -------------------------------------------------------------------------
+
+def random_schedule(cfg, rng, cycles, p=0.5):
+    def row():
+        if rng.random() < 0.2:
+            return [int(x) for x in rng.choice([INT32_MAX, INT32_MIN, -1, 1 << 30], cfg.cols)]
+        return [int(x) for x in rng.integers(-(1 << 20), 1 << 20, cfg.cols)]
+
+    def addr():   # few rows, so back-to-back hits on one row are frequent
+        return int(rng.choice([0, 1, cfg.acc_depth, cfg.acc_depth + 1, cfg.acc_rows - 1]))
+
+    schedule = []
+    for _ in range(cycles):
+        req = {}
+        if rng.random() < p:
+            req["array_w"] = (addr(), row(), bool(rng.random() < 0.7))
+        for name in ("vec_w", "load_w"):
+            if rng.random() < p / 3:
+                req[name] = (addr(), row())
+        for name in READERS:
+            if rng.random() < p / 2:
+                req[name] = addr()
+        if rng.random() < 0.05:
+            req["clear"] = True
+        schedule.append(req)
+    return schedule
+
+
+@pytest.mark.parametrize("cols,seed", [(4, 1), (1, 2), (3, 3)])
+def test_random_traffic_matches_model(cols, seed):
+    cfg = make_config(cols)
+    model, responses = run_schedule(cfg, random_schedule(cfg, np.random.default_rng(seed), 1500))
+    assert len(responses) > 300
+    assert model.overflow in (0, 1)
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), p=st.floats(0.2, 1.0))
+def test_hypothesis_traffic(seed, p):
+    cfg = make_config(2)
+    run_schedule(cfg, random_schedule(cfg, np.random.default_rng(seed), 200, p))
+
+
+def test_scoreboard_catches_one_corrupted_value():
+    cfg = make_config()
+    schedule = random_schedule(cfg, np.random.default_rng(9), 200)
+    run_schedule(cfg, schedule)
+    with pytest.raises(AssertionError, match="read .* expected"):
+        run_schedule(cfg, schedule, corrupt_read=20)
