@@ -15,7 +15,8 @@ signed 64-bit integer. Float-scale operators (ONNX QLinear*) round half to even,
 exact tie the result may differ from ``onnx.reference`` by one LSB.
 
 Saturation clamps to the output type; an activation narrows the clamp range (ReLU to
-``[zp, max]``, CLAMP to the configured bounds). Accumulator arithmetic saturates to int32.
+``[zp, max]``, CLAMP to the configured bounds). A clamp is ``max(lo, min(hi, x))``, so
+bounds with ``lo > hi`` give ``lo``. Accumulator arithmetic saturates to int32.
 """
 
 import enum
@@ -73,10 +74,11 @@ def round_shift(x, s):
 
 
 def saturate(x, lo, hi):
-    """Clamp to ``[lo, hi]`` (arrays or ints)."""
+    """``max(lo, min(hi, x))`` (arrays or ints): with ``lo > hi`` the result is ``lo``,
+    the rule the hardware follows too."""
     if isinstance(x, np.ndarray):
-        return np.clip(x, lo, hi)
-    return min(max(x, lo), hi)
+        return np.maximum(lo, np.minimum(hi, x))
+    return max(lo, min(hi, x))
 
 
 def sat32(x):
@@ -95,6 +97,8 @@ def activation_bounds(out_type, activation, zp=0, clamp_lo=None, clamp_hi=None):
     if activation is Activation.RELU:
         lo = max(lo, zp)
     elif activation is Activation.CLAMP:
+        if clamp_lo is None or clamp_hi is None:
+            raise ValueError("CLAMP activation needs clamp_lo and clamp_hi")
         lo = max(lo, clamp_lo)
         hi = min(hi, clamp_hi)
     return lo, hi
@@ -106,6 +110,8 @@ def requantize(acc, multiplier, shift, zp, lo, hi):
     ``multiplier`` and ``shift`` may be scalars or per-element (per-channel) arrays.
     """
     acc = np.asarray(acc, dtype=np.int64)
+    if np.any(acc < INT32_MIN) or np.any(acc > INT32_MAX):
+        raise ValueError(f"accumulator values must be int32, not {acc.min()}..{acc.max()}")
     m = np.asarray(multiplier, dtype=np.int64)
     s = np.asarray(shift, dtype=np.int64)
     if np.any(m < 0) or np.any(m >= 1 << 31):
@@ -114,10 +120,8 @@ def requantize(acc, multiplier, shift, zp, lo, hi):
     if np.any(s < 0) or np.any(s > SHIFT_MAX):
         raise ValueError(
             f"requantization shift must be in 0..{SHIFT_MAX}, not {s.min()}..{s.max()}")
-    if lo > hi:
-        return np.full(acc.shape, lo, dtype=np.int64)
     y = round_shift(acc * m, s) + np.int64(zp)
-    return np.clip(y, lo, hi)
+    return np.maximum(np.int64(lo), np.minimum(np.int64(hi), y))
 
 
 def scale_to_multiplier(scale, requant_bits=32):
