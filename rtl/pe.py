@@ -1,0 +1,146 @@
+"""Processing elements: one multiply-accumulate cell of the systolic array.
+
+A PE is combinational from its moving operands to its result; only its stationary state
+(weights or partial sum) is held in registers inside it. The mesh around the PEs places
+the pipeline registers between groups of PEs (``pipeline_every``); with a group size of
+one, every PE has registered operands and registered results, the classic systolic cell.
+"""
+
+from amaranth.hdl import Module, Mux, Shape, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .multiplier import multiplier_factory
+
+__all__ = ["WSPE", "OSPE"]
+
+ACC_BITS = 32
+
+
+def _check_shape(who, name, shape):
+    try:
+        width = Shape.cast(shape).width
+    except TypeError:
+        raise TypeError(f"{who} {name} must be a shape, not {shape!r}") from None
+    if not 1 <= width <= 8:
+        raise ValueError(f"{who} {name} must be 1..8 bits wide, not {width}")
+
+
+class WSPE(wiring.Component):
+    """Weight-stationary PE: ``psum_out = psum_in + a * weight``.
+
+    The active weight multiplies every input; a shadow register takes the next tile's
+    weight meanwhile, and ``swap`` moves it into the active register at the end of the
+    cycle, so the input of the following cycle already sees the new weight.
+
+    Parameters
+    ----------
+    a_shape, w_shape : shape-castable
+        Shapes of the input element and of the weight (1..8 bits, signed or unsigned).
+    multiplier : str or callable
+        Multiplier kind or factory, see :func:`.multiplier.multiplier_factory`.
+
+    Members
+    -------
+    a : In(a_shape)
+        Input element.
+    psum_in : In(signed(32))
+        Partial sum from the PE above (0 at the top row).
+    psum_out : Out(signed(32))
+        ``psum_in + a * weight``, combinational, wrapping at 32 bits.
+    swap : In(1)
+        Make the shadow weight active from the next cycle on.
+    w_load : In(1)
+        Write ``w_data`` into the shadow weight at the end of the cycle.
+    w_data : In(w_shape)
+        Weight to preload.
+    weight : Out(w_shape)
+        The active weight.
+    """
+
+    def __init__(self, a_shape, w_shape, *, multiplier="generic"):
+        _check_shape("WSPE", "a_shape", a_shape)
+        _check_shape("WSPE", "w_shape", w_shape)
+        self._multiplier = multiplier_factory(multiplier)
+        super().__init__({
+            "a": In(a_shape),
+            "psum_in": In(signed(ACC_BITS)),
+            "psum_out": Out(signed(ACC_BITS)),
+            "swap": In(1),
+            "w_load": In(1),
+            "w_data": In(w_shape),
+            "weight": Out(w_shape),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        shadow = Signal.like(self.w_data, name="shadow")
+        active = Signal.like(self.w_data, name="active")
+        m.submodules.mul = mul = self._multiplier(self.a.shape(), self.w_data.shape())
+        with m.If(self.w_load):
+            m.d.sync += shadow.eq(self.w_data)
+        with m.If(self.swap):
+            m.d.sync += active.eq(shadow)
+        m.d.comb += [
+            mul.a.eq(self.a),
+            mul.b.eq(active),
+            self.psum_out.eq(self.psum_in + mul.p),
+            self.weight.eq(active),
+        ]
+        return m
+
+
+class OSPE(wiring.Component):
+    """Output-stationary PE: accumulates ``a * b`` in place, drains on ``flush``.
+
+    A step with ``flush`` starts a new sum: the finished one moves into the PE's drain
+    register (a link of the column's drain chain) and the accumulator restarts with this
+    step's product. Steps without ``valid`` add nothing, so bubbles never corrupt a sum.
+
+    Parameters
+    ----------
+    a_shape, b_shape : shape-castable
+        Shapes of the two factors (1..8 bits, signed or unsigned).
+    multiplier : str or callable
+        Multiplier kind or factory, see :func:`.multiplier.multiplier_factory`.
+
+    Members
+    -------
+    a : In(a_shape)
+        Element from the left (input activation).
+    b : In(b_shape)
+        Element from above (weight).
+    valid : In(1)
+        The step carries data; otherwise the product is not added.
+    flush : In(1)
+        This step starts a new sum; the finished sum enters the drain register.
+    acc : Out(signed(32))
+        The running sum (registered), wrapping at 32 bits.
+    drain_in : In(signed(32))
+        Drain chain from above.
+    drain_out : Out(signed(32))
+        Drain register: the finished sum after a flush, else ``drain_in`` one cycle later.
+    """
+
+    def __init__(self, a_shape, b_shape, *, multiplier="generic"):
+        _check_shape("OSPE", "a_shape", a_shape)
+        _check_shape("OSPE", "b_shape", b_shape)
+        self._multiplier = multiplier_factory(multiplier)
+        super().__init__({
+            "a": In(a_shape),
+            "b": In(b_shape),
+            "valid": In(1),
+            "flush": In(1),
+            "acc": Out(signed(ACC_BITS)),
+            "drain_in": In(signed(ACC_BITS)),
+            "drain_out": Out(signed(ACC_BITS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mul = mul = self._multiplier(self.a.shape(), self.b.shape())
+        m.d.comb += [mul.a.eq(self.a), mul.b.eq(self.b)]
+        base = Mux(self.flush, 0, self.acc)
+        m.d.sync += self.acc.eq(base + Mux(self.valid, mul.p, 0))
+        m.d.sync += self.drain_out.eq(Mux(self.flush, self.acc, self.drain_in))
+        return m
