@@ -10,6 +10,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from systolic.rtl.axi import AXI4LiteSignature, flat_members
 
 from systolic.runtime.protocol import (
     CRC_INIT,
@@ -30,23 +31,10 @@ from systolic.runtime.protocol import (
 from .sysmem import AXI_OKAY, MemPortSignature
 from .uart import UartRx, UartTx
 
-__all__ = ["AXIL_MEMBERS", "axil_master_members", "crc16_step", "Bridge"]
+__all__ = ["AXIL_SIGNATURE", "crc16_step", "Bridge"]
 
-AXIL_MEMBERS = {
-    # name: (width, driven by the master)
-    "awaddr": (32, True), "awprot": (3, True), "awvalid": (1, True), "awready": (1, False),
-    "wdata": (32, True), "wstrb": (4, True), "wvalid": (1, True), "wready": (1, False),
-    "bresp": (2, False), "bvalid": (1, False), "bready": (1, True),
-    "araddr": (32, True), "arprot": (3, True), "arvalid": (1, True), "arready": (1, False),
-    "rdata": (32, False), "rresp": (2, False), "rvalid": (1, False), "rready": (1, True),
-}
-"""The AXI4-Lite signals of the bridge's CSR master (32-bit address and data)."""
-
-
-def axil_master_members(prefix="m_axil_"):
-    """Signature members of a flat AXI4-Lite master port with the standard names."""
-    return {prefix + name: Out(width) if out else In(width)
-            for name, (width, out) in AXIL_MEMBERS.items()}
+AXIL_SIGNATURE = AXI4LiteSignature(addr_width=32, data_width=32)
+"""The bridge's CSR master bus (flat ``m_axil_*`` ports with the standard names)."""
 
 
 def crc16_step(crc, byte):
@@ -98,9 +86,9 @@ class Bridge(wiring.Component):
         UART transmit line (to the host).
     mem : Out(MemPortSignature())
         System memory word port.
-    m_axil_* : AXI4-Lite master (``awaddr``, ``awprot``, ``awvalid``, ``awready``, ``wdata``,
-        ``wstrb``, ``wvalid``, ``wready``, ``bresp``, ``bvalid``, ``bready``, ``araddr``,
-        ``arprot``, ``arvalid``, ``arready``, ``rdata``, ``rresp``, ``rvalid``, ``rready``).
+    m_axil_* : AXI4-Lite master, flat ports of :data:`AXIL_SIGNATURE` (32-bit address and
+        data, ``awprot``/``arprot`` driven as 0); reach them as one interface with
+        ``systolic.rtl.axi.flat_interface(bridge, "m_axil", Out(AXIL_SIGNATURE))``.
     framing_errors : Out(16)
         UART framing errors seen (wrapping); for debug.
     """
@@ -120,7 +108,7 @@ class Bridge(wiring.Component):
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
             "mem": Out(MemPortSignature()),
-            **axil_master_members(),
+            **flat_members("m_axil", Out(AXIL_SIGNATURE)),
             "framing_errors": Out(16),
         })
 
@@ -188,7 +176,7 @@ class Bridge(wiring.Component):
         m.d.comb += buf_rd.addr.eq(idx)
 
         mem = self.mem
-        axil = {name: getattr(self, "m_axil_" + name) for name in AXIL_MEMBERS}
+        axil = {name: getattr(self, "m_axil_" + name) for name in AXIL_SIGNATURE.members}
         aw_done, w_done = Signal(), Signal()
 
         def respond(code, nbytes=0):
@@ -305,6 +293,7 @@ class Bridge(wiring.Component):
                 with m.If(mem.ack):
                     m.d.comb += [buf_wr.addr.eq(idx), buf_wr.en.eq(1), buf_wr.data.eq(mem.rdata)]
                     with m.If(mem.error):
+                        m.d.sync += bad_requests.eq(bad_requests + 1)
                         respond(Status.BAD_ADDRESS)
                     with m.Else():
                         next_word(length)
@@ -317,6 +306,7 @@ class Bridge(wiring.Component):
                 with m.If(mem.ack):
                     m.next = "WRITE_MEM_FETCH"
                     with m.If(mem.error):
+                        m.d.sync += bad_requests.eq(bad_requests + 1)
                         respond(Status.BAD_ADDRESS)
                     with m.Else():
                         next_word(0)

@@ -4,6 +4,7 @@ from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from systolic.rtl.axi import AXI4Signature
 
 __all__ = ["MemPortSignature", "ram_signature", "GenericRam", "SystemMemory",
            "AXI_OKAY", "AXI_SLVERR", "AXI_DECERR", "BURST_FIXED", "BURST_INCR"]
@@ -89,24 +90,6 @@ class GenericRam(wiring.Component):
         return m
 
 
-def _axi_members(data_width, id_width, addr_width):
-    strb = data_width // 8
-    return {
-        "s_axi_awid": In(id_width), "s_axi_awaddr": In(addr_width), "s_axi_awlen": In(8),
-        "s_axi_awsize": In(3), "s_axi_awburst": In(2), "s_axi_awvalid": In(1),
-        "s_axi_awready": Out(1),
-        "s_axi_wdata": In(data_width), "s_axi_wstrb": In(strb), "s_axi_wlast": In(1),
-        "s_axi_wvalid": In(1), "s_axi_wready": Out(1),
-        "s_axi_bid": Out(id_width), "s_axi_bresp": Out(2), "s_axi_bvalid": Out(1),
-        "s_axi_bready": In(1),
-        "s_axi_arid": In(id_width), "s_axi_araddr": In(addr_width), "s_axi_arlen": In(8),
-        "s_axi_arsize": In(3), "s_axi_arburst": In(2), "s_axi_arvalid": In(1),
-        "s_axi_arready": Out(1),
-        "s_axi_rid": Out(id_width), "s_axi_rdata": Out(data_width), "s_axi_rresp": Out(2),
-        "s_axi_rlast": Out(1), "s_axi_rvalid": Out(1), "s_axi_rready": In(1),
-    }
-
-
 class SystemMemory(wiring.Component):
     """System memory shared by an AXI4 master (the accelerator) and the host bridge.
 
@@ -135,8 +118,9 @@ class SystemMemory(wiring.Component):
 
     Attributes
     ----------
-    s_axi_* : AXI4 slave ports (standard names; ``awlock``, ``awcache``, ``awprot`` and their
-        read twins are not used and not present).
+    s_axi_* : AXI4 slave, flat ports of ``In(self.axi_signature)`` (an
+        :class:`~systolic.rtl.axi.AXI4Signature`); ``*lock``, ``*cache``, ``*prot`` and
+        ``*qos`` are ignored.
     bridge : In(MemPortSignature())
         The host bridge's word port.
     """
@@ -156,7 +140,11 @@ class SystemMemory(wiring.Component):
         if self.ram.signature != expected:
             raise ValueError(f"SystemMemory ram must have signature {expected!r}, "
                              f"not {self.ram.signature!r}")
-        members = _axi_members(data_width, id_width, 32)
+        self.axi_signature = AXI4Signature(addr_width=32, data_width=data_width,
+                                           id_width=id_width)
+        # flat slave ports: the members of In(signature), i.e. the flipped master signature
+        members = {f"s_axi_{name}": member
+                   for name, member in In(self.axi_signature).signature.members.items()}
         members["bridge"] = In(MemPortSignature())
         super().__init__(members)
 
