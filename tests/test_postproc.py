@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Post-processing in Amaranth's simulator against systolic.numerics, bit for bit."""
 
 import numpy as np
@@ -253,7 +254,6 @@ def test_hypothesis_batches(seed, lanes, requant_bits):
     check_config_run(make_config(4, lanes, requant_bits), 30, seed)
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_constructor_rejects_a_non_config():
     with pytest.raises(TypeError, match="PostProcessor config must be an AcceleratorConfig"):
         PostProcessor(config={"cols": 4})
