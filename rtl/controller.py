@@ -1,0 +1,245 @@
+"""Controller: instruction fetch, in-order decode with decode-side token accounting,
+dispatch into the three decoupled queues, execution-side token counters and errors."""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from systolic.isa import INSTR_BYTES, MAX_TOKENS, ErrorCode, Queue
+
+from .decoder import CHANNEL_ORDER, Decoder, uop_layout
+from .dma_read import FetchCmd
+from .scratchpad import check_config
+
+__all__ = ["Controller", "FETCH_BUFFER", "FETCH_CHUNK"]
+
+FETCH_BUFFER = 8   # instruction words buffered between fetch and decode
+FETCH_CHUNK = 4    # words per fetch command
+
+# channel -> (producer queue, push flag), (consumer queue, pop flag)
+_PRODUCER = {"L2E": (Queue.LOAD, "push_next"), "E2L": (Queue.EXEC, "push_prev"),
+             "E2S": (Queue.EXEC, "push_next"), "S2E": (Queue.STORE, "push_prev")}
+_CONSUMER = {"L2E": (Queue.EXEC, "pop_prev"), "E2L": (Queue.LOAD, "pop_next"),
+             "E2S": (Queue.STORE, "pop_prev"), "S2E": (Queue.EXEC, "pop_next")}
+QUEUES = (Queue.LOAD, Queue.EXEC, Queue.STORE)
+
+
+class Controller(wiring.Component):
+    """Fetch, decode and dispatch; see ``docs/accelerator.md`` for the timing.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Attributes
+    ----------
+    start : In(1)
+        Begin a program (CSR strobe).
+    prog_addr, prog_len : In(32)
+    busy : Out(1)
+    done : Out(1)
+        One-cycle strobe with ``error_code`` and ``error_index``.
+    fetch_cmd, fetch_words : the read engine's fetch streams.
+    load, exec, store : Out(stream.Signature(uop_layout(queue)))
+        Queue heads, ``valid`` only when the head's tokens are available.
+    push : In(data.ArrayLayout(2, 3))
+        Per queue, ``[prev, next]`` push strobes from the units.
+    unit_error : In(3), unit_index : In(data.ArrayLayout(32, 3))
+        AXI error strobes of the units with the failing instruction's index.
+    units_idle : In(1)
+    stall_token, stall_fetch, instret : Out(1)
+        Performance events.
+    """
+
+    def __init__(self, *, config):
+        check_config(config, "Controller")
+        self.config = config
+        super().__init__({
+            "start": In(1),
+            "prog_addr": In(32),
+            "prog_len": In(32),
+            "busy": Out(1),
+            "done": Out(1),
+            "error_code": Out(ErrorCode),
+            "error_index": Out(32),
+            "fetch_cmd": Out(stream.Signature(FetchCmd)),
+            "fetch_words": In(stream.Signature(data.StructLayout(
+                {"data": 128, "error": 1, "last": 1}))),
+            "load": Out(stream.Signature(uop_layout(Queue.LOAD))),
+            "exec": Out(stream.Signature(uop_layout(Queue.EXEC))),
+            "store": Out(stream.Signature(uop_layout(Queue.STORE))),
+            "push": In(data.ArrayLayout(2, 3)),
+            "unit_error": In(3),
+            "unit_index": In(data.ArrayLayout(32, 3)),
+            "units_idle": In(1),
+            "stall_token": Out(1),
+            "stall_fetch": Out(1),
+            "instret": Out(1),
+        })
+
+    def elaborate(self, platform):
+        c = self.config
+        m = Module()
+        m.submodules.decoder = dec = Decoder(config=c)
+        depths = {Queue.LOAD: c.load_queue_depth, Queue.EXEC: c.exec_queue_depth,
+                  Queue.STORE: c.store_queue_depth}
+        fifos = {}
+        for q in QUEUES:
+            f = fifo.SyncFIFOBuffered(width=uop_layout(q).size, depth=depths[q])
+            m.submodules[f"{q.name.lower()}_queue"] = f
+            fifos[q] = f
+        outs = {Queue.LOAD: self.load, Queue.EXEC: self.exec, Queue.STORE: self.store}
+
+        running = Signal()        # between START and done
+        stopping = Signal()       # no more dispatch: HALT, end of program or an error
+        err_valid = Signal()
+        err_code = Signal(ErrorCode)
+        err_index = Signal(32)
+        m.d.comb += self.busy.eq(running)
+
+        def report(code, index):
+            with m.If(~err_valid | (index < err_index)):
+                m.d.sync += [err_valid.eq(1), err_code.eq(code), err_index.eq(index)]
+
+        # -- fetch ----------------------------------------------------------------------------
+        m.submodules.ibuf = ibuf = fifo.SyncFIFOBuffered(width=129, depth=FETCH_BUFFER)
+        fetch_index = Signal(32)      # next word to request
+        in_flight = Signal(range(FETCH_BUFFER + 1))
+        fetching = Signal()
+        free = Signal(range(FETCH_BUFFER + 1))
+        m.d.comb += free.eq(FETCH_BUFFER - ibuf.level - in_flight)
+        remaining = Signal(32)
+        m.d.comb += remaining.eq(self.prog_len - fetch_index)
+        count = Signal(range(FETCH_CHUNK + 1))
+        m.d.comb += count.eq(Mux(remaining < FETCH_CHUNK, remaining, FETCH_CHUNK))
+        base = Signal(32)
+        m.d.comb += [
+            self.fetch_cmd.valid.eq(running & ~stopping & ~fetching & (remaining != 0)
+                                    & (free >= FETCH_CHUNK)),
+            self.fetch_cmd.p.addr.eq(base + fetch_index * INSTR_BYTES),
+            self.fetch_cmd.p.count.eq(count),
+        ]
+        with m.If(self.fetch_cmd.valid & self.fetch_cmd.ready):
+            m.d.sync += [fetching.eq(1), fetch_index.eq(fetch_index + count)]
+        word_in = self.fetch_words.valid & self.fetch_words.ready
+        m.d.comb += [
+            self.fetch_words.ready.eq(1),           # room reserved when the command left
+            ibuf.w_en.eq(word_in & running),
+            ibuf.w_data.eq(self.fetch_words.p.data | (self.fetch_words.p.error << 128)),
+        ]
+        with m.If(word_in & self.fetch_words.p.last):
+            m.d.sync += fetching.eq(0)
+        m.d.sync += in_flight.eq(in_flight
+                                 + Mux(self.fetch_cmd.valid & self.fetch_cmd.ready, count, 0)
+                                 - word_in)
+
+        # -- decode and dispatch --------------------------------------------------------------
+        index = Signal(32)           # index of the word at the head of ibuf
+        dec_tokens = {ch: Signal(range(MAX_TOKENS + 1), name=f"dec_{ch}")
+                      for ch in CHANNEL_ORDER}
+        m.d.comb += dec.word.eq(ibuf.r_data[:128])
+        head = ibuf.r_rdy & running & ~stopping
+        word_error = ibuf.r_data[128]
+        pop_bad = 0
+        push_bad = 0
+        for i, ch in enumerate(CHANNEL_ORDER):
+            pop_bad = pop_bad | (dec.pops[i] & (dec_tokens[ch] == 0))
+            push_bad = push_bad | (dec.pushes[i] & (dec_tokens[ch] >= MAX_TOKENS))
+        has_room = Signal()
+        with m.Switch(dec.queue):
+            for q in QUEUES:
+                with m.Case(q.value):
+                    m.d.comb += has_room.eq(fifos[q].w_rdy)
+            with m.Default():
+                m.d.comb += has_room.eq(1)
+        for q in QUEUES:
+            uop = getattr(dec, f"uop_{q.name.lower()}")
+            m.d.comb += fifos[q].w_data.eq(uop.as_value() | (index << 8))
+        dispatch = Signal()
+        with m.If(head):
+            with m.If(word_error):
+                report(ErrorCode.AXI_ERROR, index)
+                m.d.sync += stopping.eq(1)
+            with m.Elif(dec.error != ErrorCode.NONE):
+                report(dec.error, index)
+                m.d.sync += stopping.eq(1)
+            with m.Elif(pop_bad):
+                report(ErrorCode.DEADLOCK, index)
+                m.d.sync += stopping.eq(1)
+            with m.Elif(push_bad):
+                report(ErrorCode.TOKEN_OVERFLOW, index)
+                m.d.sync += stopping.eq(1)
+            with m.Elif(dec.halt):
+                m.d.comb += [ibuf.r_en.eq(1), self.instret.eq(1)]
+                m.d.sync += stopping.eq(1)
+            with m.Elif(has_room):
+                m.d.comb += [ibuf.r_en.eq(1), dispatch.eq(1)]
+                m.d.sync += index.eq(index + 1)
+                for q in QUEUES:
+                    m.d.comb += fifos[q].w_en.eq(dec.queue == q.value)
+                for i, ch in enumerate(CHANNEL_ORDER):
+                    m.d.sync += dec_tokens[ch].eq(dec_tokens[ch] - dec.pops[i]
+                                                  + dec.pushes[i])
+            with m.Else():
+                m.d.comb += self.stall_fetch.eq(1)
+        with m.If(running & ~stopping & ~ibuf.r_rdy & (index == self.prog_len)
+                  & (fetch_index == self.prog_len) & ~fetching):
+            report(ErrorCode.PROGRAM_END, index)
+            m.d.sync += stopping.eq(1)
+        # instructions retire at dispatch (in program order, at most one per cycle)
+        with m.If(dispatch):
+            m.d.comb += self.instret.eq(1)
+
+        # -- execution-side tokens and queue heads --------------------------------------------
+        tokens = {ch: Signal(10, name=f"tok_{ch}") for ch in CHANNEL_ORDER}
+        take = {}
+        for q in QUEUES:
+            f, out = fifos[q], outs[q]
+            head_uop = data.View(uop_layout(q), f.r_data)
+            ok = 1
+            for ch in CHANNEL_ORDER:
+                cq, flag = _CONSUMER[ch]
+                if cq is q:
+                    ok = ok & (~getattr(head_uop, flag) | (tokens[ch] != 0))
+            m.d.comb += [
+                out.p.eq(f.r_data),
+                out.valid.eq(f.r_rdy & ok),
+                f.r_en.eq(out.valid & out.ready),
+            ]
+            take[q] = out.valid & out.ready
+            with m.If(f.r_rdy & ~ok):
+                m.d.comb += self.stall_token.eq(1)
+        for ch in CHANNEL_ORDER:
+            pq, pflag = _PRODUCER[ch]
+            cq, cflag = _CONSUMER[ch]
+            pushed = self.push[pq.value][0 if pflag == "push_prev" else 1]
+            popped = take[cq] & getattr(data.View(uop_layout(cq), fifos[cq].r_data), cflag)
+            m.d.sync += tokens[ch].eq(tokens[ch] + pushed - popped)
+
+        for q in QUEUES:
+            with m.If(self.unit_error[q.value]):
+                report(ErrorCode.AXI_ERROR, self.unit_index[q.value])
+                m.d.sync += stopping.eq(1)
+
+        # -- completion -----------------------------------------------------------------------
+        empty = 1
+        for q in QUEUES:
+            empty = empty & ~fifos[q].r_rdy
+        finished = Signal()
+        m.d.comb += finished.eq(running & stopping & empty & self.units_idle & ~fetching
+                                & (in_flight == 0) & (self.unit_error == 0))
+        with m.If(finished):
+            m.d.comb += [self.done.eq(1),
+                         self.error_code.eq(Mux(err_valid, err_code, ErrorCode.NONE)),
+                         self.error_index.eq(Mux(err_valid, err_index, 0))]
+            m.d.sync += running.eq(0)
+
+        with m.If(self.start):
+            m.d.sync += [running.eq(1), stopping.eq(0), err_valid.eq(0), index.eq(0),
+                         fetch_index.eq(0), base.eq(self.prog_addr & ~(INSTR_BYTES - 1))]
+            m.d.sync += [t.eq(0) for t in dec_tokens.values()]
+            m.d.sync += [t.eq(0) for t in tokens.values()]
+        # words of a stopped program still arriving are dropped
+        with m.If(stopping & ibuf.r_rdy):
+            m.d.comb += ibuf.r_en.eq(1)
+        return m
