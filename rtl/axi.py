@@ -211,7 +211,8 @@ class AXI4LiteSignature(wiring.Signature):
 def _outward(member):
     if not isinstance(member, wiring.Member) or not member.is_signature:
         raise TypeError(f"expected In(signature) or Out(signature), not {member!r}")
-    return member.signature if member.flow == Out else member.signature.flip()
+    # ``In(sig).signature`` is already ``sig.flip()``: the member as seen from outside.
+    return member.signature
 
 
 def flat_members(prefix, member):
@@ -226,8 +227,7 @@ def flat_members(prefix, member):
     """
     if not isinstance(prefix, str) or not prefix.isidentifier():
         raise ValueError(f"bus prefix must be an identifier, not {prefix!r}")
-    outward = _outward(member)
-    return {f"{prefix}_{name}": sub for name, sub in outward.members.items()}
+    return {f"{prefix}_{name}": sub for name, sub in _outward(member).members.items()}
 
 
 class _FlatInterface:

@@ -128,7 +128,7 @@ class ReadEngine(wiring.Component):
         lg = B.bit_length() - 1
         bus = self.bus
 
-        m.submodules.spans = spans = fifo.SyncFIFOBuffered(width=32 + 18, depth=2)
+        m.submodules.spans = spans = fifo.SyncFIFOBuffered(width=32 + 18, depth=4)
         m.submodules.descs = descs = fifo.SyncFIFOBuffered(
             width=_Desc.as_shape().size, depth=self.outstanding + 2)
         m.submodules.split = split = BurstSplitter(bus_bytes=B, beats_width=18)
