@@ -169,8 +169,9 @@ class ExecUnit(wiring.Component):
                                 m.next = "PRELOAD"
                             with m.Else():
                                 m.next = "COMPUTE"
-                        with m.Case(Opcode.VECTOR):
-                            m.next = "V_READ"
+                        if c.vector_unit:       # else the decoder rejects VECTOR
+                            with m.Case(Opcode.VECTOR):
+                                m.next = "V_READ"
                         with m.Case(Opcode.CONFIG):
                             for r, s in regs.items():
                                 with m.If(p.body.config.reg == r.value):
