@@ -178,7 +178,11 @@ class AddParams:
         if room < 1:
             raise ValueError(f"add input scales {scale_a}, {scale_b} are too large for output "
                              f"scale {scale_y}")
-        pre = int(min(20, np.floor(np.log2(room))))
+        mroom = ((1 << (requant_bits - 1)) - 1) / max(ra, rb)
+        pre = int(min(20, np.floor(np.log2(room)), np.floor(np.log2(mroom))))
+        if pre < 0:
+            raise ValueError(f"add scale ratios {ra}, {rb} do not fit {requant_bits}-bit "
+                             f"multipliers")
         ma, sa = scale_to_multiplier(ra * 2.0**pre, requant_bits)
         mb, sb = scale_to_multiplier(rb * 2.0**pre, requant_bits)
         return cls(ma, sa, mb, sb, pre)
