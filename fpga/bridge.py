@@ -10,8 +10,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from systolic.rtl.axi import AXI4LiteSignature, flat_members
 
+from systolic.rtl.axi import AXI4LiteSignature, flat_members
 from systolic.runtime.protocol import (
     CRC_INIT,
     CRC_POLY,
@@ -22,6 +22,7 @@ from systolic.runtime.protocol import (
     REQUEST_HEADER_BYTES,
     RESPONSE_HEADER_BYTES,
     SOF,
+    STATUS_BYTES,
     WORD_BYTES,
     WRITE_COMMANDS,
     Command,
@@ -126,7 +127,7 @@ class Bridge(wiring.Component):
         buf_wr = buffer.write_port()
 
         # request fields and counters
-        seq, cmd, status = Signal(8), Signal(8), Signal(8)
+        seq, cmd, status = Signal(8), Signal(8), Signal(3)
         addr, length = Signal(32), Signal(16)
         pos = Signal(18)                      # body bytes received in this frame
         escaped = Signal()
@@ -136,6 +137,8 @@ class Bridge(wiring.Component):
         idx = Signal(range(words + 1))        # word index of the executor
         nwords = Signal(range(words + 1))
         resp_len = Signal(16)
+        timer_run, timer_clear = Signal(), Signal()
+        responding = Signal()
         crc_errors, truncated, bad_requests, discarded = (Signal(16, name=n) for n in (
             "crc_errors", "truncated", "bad_requests", "discarded"))
 
@@ -174,25 +177,48 @@ class Bridge(wiring.Component):
         word_addr = Signal(32)
         m.d.comb += word_addr.eq(addr + (idx << 2))
         m.d.comb += buf_rd.addr.eq(idx)
+        # address and write data go out unconditionally; only the valid signals are gated
+        m.d.comb += [self.mem.addr.eq(word_addr), self.mem.wdata.eq(buf_rd.data)]
+        for prefix in ("aw", "ar"):
+            m.d.comb += getattr(self, f"m_axil_{prefix}addr").eq(word_addr)
+        m.d.comb += [self.m_axil_wdata.eq(buf_rd.data), self.m_axil_wstrb.eq(0xF)]
 
         mem = self.mem
         axil = {name: getattr(self, "m_axil_" + name) for name in AXIL_SIGNATURE.members}
         aw_done, w_done = Signal(), Signal()
 
-        def respond(code, nbytes=0):
-            m.d.sync += [status.eq(code), resp_len.eq(nbytes), out_pos.eq(0),
-                         out_crc.eq(CRC_INIT), out_wait.eq(1)]
+        def respond(code):
+            m.d.sync += status.eq(code)
             m.next = "RESPOND"
 
-        def next_word(code_ok_len):
-            m.d.sync += [idx.eq(idx + 1), timer.eq(0)]
+        def next_word():
+            m.d.sync += idx.eq(idx + 1)
+            m.d.comb += timer_clear.eq(1)
             with m.If(idx + 1 == nwords):
-                respond(Status.OK, code_ok_len)
+                respond(Status.OK)
 
         def bus_timer():
-            m.d.sync += timer.eq(timer + 1)
+            m.d.comb += timer_run.eq(1)
             with m.If(timer == self.bus_timeout):
                 respond(Status.BUS_TIMEOUT)
+
+        # one timer: inter-byte timeout in FRAME, handshake timeout on the CSR bus
+        with m.If(timer_clear | ~timer_run):
+            m.d.sync += timer.eq(0)
+        with m.Else():
+            m.d.sync += timer.eq(timer + 1)
+
+        # response length: read data, the PING word, the STATUS counters, or nothing
+        with m.If(status == Status.OK):
+            with m.Switch(cmd):
+                with m.Case(Command.READ_MEM, Command.READ_CSR):
+                    m.d.comb += resp_len.eq(length)
+                with m.Case(Command.PING):
+                    m.d.comb += resp_len.eq(4)
+                with m.Case(Command.STATUS):
+                    m.d.comb += resp_len.eq(STATUS_BYTES)
+        with m.If(~responding):
+            m.d.sync += [out_pos.eq(0), out_crc.eq(CRC_INIT), out_wait.eq(1)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -200,16 +226,15 @@ class Bridge(wiring.Component):
                 with m.If(rx_valid):
                     with m.If(rx_byte == SOF):
                         m.d.sync += [pos.eq(0), escaped.eq(0), crc.eq(CRC_INIT), seq.eq(0),
-                                     cmd.eq(0), timer.eq(0)]
+                                     cmd.eq(0)]
                         m.next = "FRAME"
                     with m.Else():
                         m.d.sync += discarded.eq(discarded + 1)
 
             with m.State("FRAME"):
-                m.d.comb += listening.eq(1)
-                m.d.sync += timer.eq(timer + 1)
+                m.d.comb += [listening.eq(1), timer_run.eq(1)]
                 with m.If(rx_valid):
-                    m.d.sync += timer.eq(0)
+                    m.d.comb += timer_clear.eq(1)
                     with m.If(rx_byte == SOF):
                         m.d.sync += [pos.eq(0), escaped.eq(0), crc.eq(CRC_INIT), seq.eq(0),
                                      cmd.eq(0), truncated.eq(truncated + 1)]
@@ -222,12 +247,10 @@ class Bridge(wiring.Component):
                                 m.d.sync += seq.eq(data)
                             with m.Case(1):
                                 m.d.sync += cmd.eq(data)
-                            for i in range(4):
-                                with m.Case(2 + i):
-                                    m.d.sync += addr.word_select(i, 8).eq(data)
-                            for i in range(2):
-                                with m.Case(6 + i):
-                                    m.d.sync += length.word_select(i, 8).eq(data)
+                            with m.Case(2, 3, 4, 5):     # little-endian: shift in from the top
+                                m.d.sync += addr.eq(Cat(addr[8:], data))
+                            with m.Case(6, 7):
+                                m.d.sync += length.eq(Cat(length[8:], data))
                         with m.If((pos >= REQUEST_HEADER_BYTES) & (payload_pos < payload_len)):
                             m.d.sync += word.eq(Cat(word[8:], data))
                             with m.If((payload_pos[:2] == 3) & (payload_pos < MAX_PAYLOAD)):
@@ -245,8 +268,7 @@ class Bridge(wiring.Component):
                     respond(Status.TIMEOUT)
 
             with m.State("CHECK"):
-                m.d.sync += [idx.eq(0), nwords.eq(length >> 2), timer.eq(0),
-                             aw_done.eq(0), w_done.eq(0)]
+                m.d.sync += [idx.eq(0), nwords.eq(length >> 2), aw_done.eq(0), w_done.eq(0)]
                 bad_length = (length[:2] != 0) | (length > MAX_PAYLOAD)
                 with m.Switch(cmd):
                     with m.Case(Command.PING, Command.STATUS):
@@ -256,7 +278,7 @@ class Bridge(wiring.Component):
                         with m.Elif(cmd == Command.PING):
                             m.d.comb += [buf_wr.addr.eq(0), buf_wr.en.eq(1),
                                          buf_wr.data.eq(PING_WORD)]
-                            respond(Status.OK, 4)
+                            respond(Status.OK)
                         with m.Else():
                             m.d.comb += [buf_wr.addr.eq(0), buf_wr.en.eq(1),
                                          buf_wr.data.eq(Cat(crc_errors, truncated))]
@@ -286,36 +308,35 @@ class Bridge(wiring.Component):
             with m.State("STATUS"):
                 m.d.comb += [buf_wr.addr.eq(1), buf_wr.en.eq(1),
                              buf_wr.data.eq(Cat(bad_requests, discarded))]
-                respond(Status.OK, 8)
+                respond(Status.OK)
 
             with m.State("READ_MEM"):
-                m.d.comb += [mem.valid.eq(1), mem.addr.eq(word_addr)]
+                m.d.comb += mem.valid.eq(1)
                 with m.If(mem.ack):
                     m.d.comb += [buf_wr.addr.eq(idx), buf_wr.en.eq(1), buf_wr.data.eq(mem.rdata)]
                     with m.If(mem.error):
                         m.d.sync += bad_requests.eq(bad_requests + 1)
                         respond(Status.BAD_ADDRESS)
                     with m.Else():
-                        next_word(length)
+                        next_word()
 
             with m.State("WRITE_MEM_FETCH"):   # buffer word idx appears on buf_rd.data
                 m.next = "WRITE_MEM"
             with m.State("WRITE_MEM"):
-                m.d.comb += [mem.valid.eq(1), mem.addr.eq(word_addr), mem.we.eq(1),
-                             mem.wdata.eq(buf_rd.data)]
+                m.d.comb += [mem.valid.eq(1), mem.we.eq(1)]
                 with m.If(mem.ack):
                     m.next = "WRITE_MEM_FETCH"
                     with m.If(mem.error):
                         m.d.sync += bad_requests.eq(bad_requests + 1)
                         respond(Status.BAD_ADDRESS)
                     with m.Else():
-                        next_word(0)
+                        next_word()
 
             with m.State("READ_CSR_ADDR"):
-                m.d.comb += [axil["arvalid"].eq(1), axil["araddr"].eq(word_addr)]
+                m.d.comb += axil["arvalid"].eq(1)
                 bus_timer()
                 with m.If(axil["arready"]):
-                    m.d.sync += timer.eq(0)
+                    m.d.comb += timer_clear.eq(1)
                     m.next = "READ_CSR_DATA"
             with m.State("READ_CSR_DATA"):
                 m.d.comb += axil["rready"].eq(1)
@@ -327,23 +348,19 @@ class Bridge(wiring.Component):
                     with m.If(axil["rresp"] != AXI_OKAY):
                         respond(Status.BUS_ERROR)
                     with m.Else():
-                        next_word(length)
+                        next_word()
 
             with m.State("WRITE_CSR_FETCH"):
                 m.d.sync += [aw_done.eq(0), w_done.eq(0)]
                 m.next = "WRITE_CSR_ADDR"
             with m.State("WRITE_CSR_ADDR"):
-                m.d.comb += [
-                    axil["awvalid"].eq(~aw_done), axil["awaddr"].eq(word_addr),
-                    axil["wvalid"].eq(~w_done), axil["wdata"].eq(buf_rd.data),
-                    axil["wstrb"].eq(0xF),
-                ]
+                m.d.comb += [axil["awvalid"].eq(~aw_done), axil["wvalid"].eq(~w_done)]
                 bus_timer()
                 aw_now = aw_done | axil["awready"]
                 w_now = w_done | axil["wready"]
                 m.d.sync += [aw_done.eq(aw_now), w_done.eq(w_now)]
                 with m.If(aw_now & w_now):
-                    m.d.sync += timer.eq(0)
+                    m.d.comb += timer_clear.eq(1)
                     m.next = "WRITE_CSR_RESP"
             with m.State("WRITE_CSR_RESP"):
                 m.d.comb += axil["bready"].eq(1)
@@ -353,9 +370,10 @@ class Bridge(wiring.Component):
                     with m.If(axil["bresp"] != AXI_OKAY):
                         respond(Status.BUS_ERROR)
                     with m.Else():
-                        next_word(0)
+                        next_word()
 
             with m.State("RESPOND"):
+                m.d.comb += responding.eq(1)
                 self._respond(m, buf_rd, seq, cmd, status, resp_len, out_pos, out_wait,
                               out_crc, out_byte, out_raw, out_valid, out_ready)
 

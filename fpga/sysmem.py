@@ -4,6 +4,7 @@ from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
 from systolic.rtl.axi import AXI4Signature
 
 __all__ = ["MemPortSignature", "ram_signature", "GenericRam", "SystemMemory",

@@ -14,11 +14,11 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
+
 from systolic.fpga.bridge import AXIL_SIGNATURE, Bridge
 from systolic.fpga.sysmem import AXI_OKAY, AXI_SLVERR, GenericRam, SystemMemory
 from systolic.fpga.uart import UartRx, UartTx
 from systolic.rtl.axi import flat_interface
-
 from systolic.runtime import protocol as P
 
 DIVISOR = 4
@@ -511,3 +511,35 @@ def test_sysmem_checks_its_arguments():
         SystemMemory(size=1000)
     with pytest.raises(ValueError, match="data_width must be 32 or 64, not 128"):
         SystemMemory(size=1024, data_width=128)
+
+
+# -- pieces of the bridge --------------------------------------------------------------------
+
+def test_gateware_crc_step_matches_the_host_crc():
+    from systolic.fpga.bridge import crc16_step
+    crc, byte = Signal(16), Signal(8)
+    out = Signal(16)
+    m = Module()
+    m.d.comb += out.eq(crc16_step(crc, byte))
+    rng = random.Random(11)
+    cases = [(c, b) for c in (0xFFFF, 0x0000, 0x8000, 0x1021) for b in range(256)]
+    cases += [(rng.getrandbits(16), rng.getrandbits(8)) for _ in range(500)]
+
+    async def bench(ctx):
+        for c, b in cases:
+            ctx.set(crc, c)
+            ctx.set(byte, b)
+            assert ctx.get(out) == P.crc16_update(c, b), (hex(c), hex(b))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_bridge_checks_its_arguments():
+    with pytest.raises(ValueError, match=r"Bridge timeout must be an integer of at least two "
+                                         r"byte times \(80 cycles\), not 10"):
+        Bridge(divisor=4, timeout=10)
+    with pytest.raises(ValueError, match="Bridge bus_timeout must be an integer of at least 2, "
+                                         "not 0"):
+        Bridge(divisor=4, bus_timeout=0)

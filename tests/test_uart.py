@@ -5,6 +5,7 @@ import random
 import pytest
 from amaranth.hdl import Module
 from amaranth.sim import Simulator
+
 from systolic.fpga.uart import UartRx, UartTx
 
 
