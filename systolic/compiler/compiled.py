@@ -118,7 +118,7 @@ class CompiledProgram:
         if arr.size and (arr.min() < lo or arr.max() > hi):
             raise ValueError(f"tensor {name} values must be in {lo}..{hi} ({d.dtype})")
         dev = to_device(arr, d.dtype, d.device_dtype).astype(DTYPES[d.device_dtype].dtype)
-        raw = dev.astype(dev.dtype.newbyteorder("<")).tobytes()
+        raw = d.to_layout(dev.astype(dev.dtype.newbyteorder("<"))).tobytes()
         memory[d.addr:d.addr + len(raw)] = raw
 
     def write_input(self, memory, name, value):
@@ -131,7 +131,7 @@ class CompiledProgram:
         d = self.tensors[name]
         dt = np.dtype(DTYPES[d.device_dtype].dtype).newbyteorder("<")
         raw = np.frombuffer(bytes(memory[d.addr:d.addr + d.nbytes]), dtype=dt)
-        return from_device(raw.astype(np.int64), d.dtype, d.device_dtype).reshape(d.shape)
+        return from_device(d.from_layout(raw.astype(np.int64)), d.dtype, d.device_dtype)
 
     def read_output(self, memory, name):
         if name not in self.outputs:

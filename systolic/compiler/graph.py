@@ -263,12 +263,31 @@ def _fallback_step(graph, op, config):
                      "padding": list(a["padding"])})
 
 
-def compile_graph(graph, config):
+def _blocked(graph, config):
+    """Tensors stored blocked (see :class:`TensorDesc`): read only by GEMMs, and written
+    by the host (graph inputs) or by a GEMM whose n-blocks are k-blocks (rows == cols)."""
+    readers, producer = {}, {}
+    for op in graph.ops:
+        for n in op.inputs:
+            readers.setdefault(n, []).append(op.kind)
+        for n in op.outputs:
+            producer[n] = op.kind
+    out = set()
+    for name, spec in graph.tensors.items():
+        kinds = readers.get(name, [])
+        if spec.dtype == "int32" or not kinds or any(k != "gemm" for k in kinds):
+            continue
+        if name in graph.inputs or (producer.get(name) == "gemm" and config.rows == config.cols):
+            out.add(name)
+    return out
+
+
+def compile_graph(graph, config, *, blocked=True):
     """Lower ``graph`` for ``config``: one :class:`CompiledProgram`.
 
     Operations the configuration cannot run (add and max-pool without a vector unit,
     ``host`` operations) become host steps between device programs, with one
-    :class:`UserWarning` per kind.
+    :class:`UserWarning` per kind. ``blocked`` lets GEMM inputs use the blocked layout.
     """
     if not graph.outputs:
         raise ValueError("the graph has no outputs; call Graph.output(...)")
@@ -276,16 +295,18 @@ def compile_graph(graph, config):
     descs = {}
     dev = device_dtype(config)
     aliases = {op.outputs[0]: op.inputs[0] for op in graph.ops if op.kind == "reshape"}
+    blocked = _blocked(graph, config) - set(aliases) - set(aliases.values()) if blocked \
+        else set()
     for name, spec in graph.tensors.items():
         if name in aliases:
             continue
         kind = "input" if name in graph.inputs else "output" if name in graph.outputs \
             else "scratch"
         ddt = "int32" if spec.dtype == "int32" else dev
-        nbytes = spec.size * DTYPES[ddt].nbytes
-        buf = layout.alloc(f"tensor.{name}", nbytes, kind=kind)
-        descs[name] = TensorDesc(name, spec.shape, spec.dtype, ddt, buf.addr, spec.scale,
-                                 spec.zero_point)
+        desc = TensorDesc(name, spec.shape, spec.dtype, ddt, 0, spec.scale, spec.zero_point,
+                          config.rows if name in blocked else 0)
+        desc.addr = layout.alloc(f"tensor.{name}", desc.nbytes, kind=kind).addr
+        descs[name] = desc
     for out, src in aliases.items():
         while src in aliases:
             src = aliases[src]

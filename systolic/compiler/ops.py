@@ -32,13 +32,20 @@ class TensorDesc:
     device_dtype : str
         Type of the stored bytes (see :mod:`systolic.compiler.quant`).
     addr : int
-        Byte address of element 0 (C order, no gaps).
+        Byte address of the first element.
     scale : float or None
     zero_point : int
         Logical zero point.
+    block : int
+        0: row-major (C order, no gaps). ``B > 0``: *blocked*: viewed as a matrix
+        ``(M, K)`` (``K`` the last axis), stored as ``ceil(K / B)`` column blocks, each
+        ``M`` rows of ``B`` elements (zero padded), one after the other. A GEMM reads a
+        blocked input with contiguous bursts instead of ``B``-byte rows at a pitch of
+        ``K``; the compiler uses it for GEMM inputs and GEMM-to-GEMM tensors.
     """
 
-    def __init__(self, name, shape, dtype, device_dtype, addr, scale=None, zero_point=0):
+    def __init__(self, name, shape, dtype, device_dtype, addr, scale=None, zero_point=0,
+                 block=0):
         self.name = name
         self.shape = tuple(int(s) for s in shape)
         self.dtype = dtype
@@ -46,11 +53,12 @@ class TensorDesc:
         self.addr = int(addr)
         self.scale = None if scale is None else float(scale)
         self.zero_point = int(zero_point)
+        self.block = int(block)
 
     def __repr__(self):
         return (f"TensorDesc({self.name!r}, shape={self.shape}, dtype={self.dtype}, "
                 f"device_dtype={self.device_dtype}, addr=0x{self.addr:x}, "
-                f"scale={self.scale}, zero_point={self.zero_point})")
+                f"scale={self.scale}, zero_point={self.zero_point}, block={self.block})")
 
     @property
     def size(self):
@@ -61,7 +69,16 @@ class TensorDesc:
         return DTYPES[self.device_dtype].nbytes
 
     @property
+    def matrix(self):
+        """``(M, K)``: the tensor as a matrix over its last axis."""
+        k = self.shape[-1] if self.shape else 1
+        return (self.size // k if k else 0), k
+
+    @property
     def nbytes(self):
+        if self.block:
+            m, k = self.matrix
+            return -(-k // self.block) * self.block * m * self.itemsize
         return self.size * self.itemsize
 
     @property
@@ -72,15 +89,36 @@ class TensorDesc:
     def device_zero_point(self):
         return self.zero_point - self.offset
 
+    def to_layout(self, values):
+        """Device values (array of :attr:`shape`) in storage order (flat)."""
+        v = np.asarray(values)
+        if not self.block:
+            return v.reshape(-1)
+        m, k = self.matrix
+        kb = -(-k // self.block)
+        padded = np.zeros((m, kb * self.block), dtype=v.dtype)
+        padded[:, :k] = v.reshape(m, k)
+        return padded.reshape(m, kb, self.block).transpose(1, 0, 2).reshape(-1)
+
+    def from_layout(self, flat):
+        """Inverse of :meth:`to_layout`."""
+        flat = np.asarray(flat)
+        if not self.block:
+            return flat.reshape(self.shape)
+        m, k = self.matrix
+        kb = -(-k // self.block)
+        blocks = flat.reshape(kb, m, self.block).transpose(1, 0, 2).reshape(m, kb * self.block)
+        return blocks[:, :k].reshape(self.shape)
+
     def to_dict(self):
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
                 "device_dtype": self.device_dtype, "addr": self.addr, "scale": self.scale,
-                "zero_point": self.zero_point}
+                "zero_point": self.zero_point, "block": self.block}
 
     @classmethod
     def from_dict(cls, d):
         return cls(d["name"], d["shape"], d["dtype"], d["device_dtype"], d["addr"],
-                   d.get("scale"), d.get("zero_point", 0))
+                   d.get("scale"), d.get("zero_point", 0), d.get("block", 0))
 
 
 class Lowering:
@@ -161,10 +199,18 @@ def _gemm_core(low, *, m, n, w_blocks, colsum, bias, requant, a_zp_dev, out, loa
             param_rows(c, np.asarray(requant.multiplier), np.asarray(requant.shift)), np.uint8))
     eb = out_type.nbytes
 
+    if out.block and out.block != c.cols:
+        raise ValueError(f"{name}: a blocked output needs blocks of cols ({c.cols}), not "
+                         f"{out.block}")
+
     def store(bb, acc_row, m0, m1, nb):
         width = min(c.cols, n - nb * c.cols)
-        bb.store(acc_row, out.addr + (m0 * n + nb * c.cols) * eb, m1 - m0, width, n * eb,
-                 out_type=out_type, per_channel=pbuf is not None, param_addr=bb.param_row,
+        if out.block:
+            addr, pitch = out.addr + (nb * m + m0) * c.cols * eb, c.cols * eb
+        else:
+            addr, pitch = out.addr + (m0 * n + nb * c.cols) * eb, n * eb
+        bb.store(acc_row, addr, m1 - m0, width, pitch, out_type=out_type,
+                 per_channel=pbuf is not None, param_addr=bb.param_row,
                  note=f"{name} out n{nb}")
 
     emit_gemm(b, plan, m=m, n=n, load_a=load_a,
@@ -195,10 +241,17 @@ def lower_gemm(low, a, out, weight, bias=None, requant=None, *,
     blocks = np.zeros((kb * c.rows, n), dtype=np.int64)
     blocks[:k] = w
 
+    if a.block and a.block != c.rows:
+        raise ValueError(f"{name}: a blocked input needs blocks of rows ({c.rows}), not "
+                         f"{a.block}")
+
     def load_a(bb, m0, m1, kbi, sp_row):
         width = min(c.rows, k - kbi * c.rows)
-        bb.load(LoadDest.SP, sp_row, a.addr + m0 * k + kbi * c.rows, m1 - m0, width, k,
-                note=f"{name} in k{kbi}")
+        if a.block:
+            addr, pitch = a.addr + (kbi * m + m0) * c.rows, c.rows
+        else:
+            addr, pitch = a.addr + m0 * k + kbi * c.rows, k
+        bb.load(LoadDest.SP, sp_row, addr, m1 - m0, width, pitch, note=f"{name} in k{kbi}")
 
     return _gemm_core(low, m=m, n=n, w_blocks=blocks, colsum=w.sum(axis=0), bias=bias,
                       requant=requant, a_zp_dev=a.device_zero_point, out=out, load_a=load_a,
