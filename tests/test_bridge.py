@@ -190,8 +190,9 @@ def raw_exchange(port, frame, cycles):
 def test_ping_and_status():
     port, link = make_link()
     assert link.ping() == P.PROTOCOL_VERSION
+    print(f"PING round trip: {port.cycles} cycles at {DIVISOR} clocks per bit "
+          f"(read in steps of one byte time)")
     assert link.status() == P.DeviceStatus(0, 0, 0, 0)
-    print(f"PING round trip: {port.cycles} cycles at {DIVISOR} clocks per bit")
 
 
 @pytest.mark.parametrize("data_width", [32, 64])
