@@ -64,9 +64,6 @@ class Host:
     tensor: str
 
 
-ADD_FRAC_BITS = 8
-
-
 def load_model(model):
     """An :class:`onnx.ModelProto` from a path, bytes or a model.
 
@@ -490,15 +487,14 @@ class _Importer:
         return True
 
     def emit_add(self, node, a, a_s, a_zp, b, b_s, b_zp, y_name, y_s, y_zp, *, relu=False):
+        from .quant import AddParams
         dtype, (lo, hi) = self.out_range(node, y_zp)
-        f = ADD_FRAC_BITS
         try:
-            ma, sa = scale_to_multiplier(float(np.float32(a_s) / np.float32(y_s)) * (1 << f),
-                                         self.config.requant_bits)
-            mb, sb = scale_to_multiplier(float(np.float32(b_s) / np.float32(y_s)) * (1 << f),
-                                         self.config.requant_bits)
+            p = AddParams.from_scales(float(a_s), float(b_s), float(y_s),
+                                      self.config.requant_bits)
         except ValueError as exc:
             raise ModelError(f"node {node.name!r} ({node.op_type}): {exc}") from None
+        ma, sa, mb, sb, f = p.mult_a, p.shift_a, p.mult_b, p.shift_b, p.pre_shift
         y_zp = int(y_zp)
         if relu:
             lo = max(lo, y_zp)
