@@ -2,11 +2,11 @@
 
 import pytest
 from amaranth.sim import Simulator
-from systolic.rtl.csr import PERF_EVENTS, CsrBlock
 
 from systolic.config import preset
 from systolic.csr import CSR, CSR_MAP, id_words
 from systolic.isa import ErrorCode
+from systolic.rtl.csr import PERF_EVENTS, CsrBlock
 
 
 async def axil_read(ctx, bus, addr):

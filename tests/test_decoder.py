@@ -5,7 +5,6 @@ import random
 import pytest
 from amaranth.lib import data
 from amaranth.sim import Simulator
-from systolic.rtl.decoder import CHANNEL_ORDER, NO_QUEUE, UOP_OPS, Decoder
 
 from systolic.checks import queue_of, static_check
 from systolic.config import preset
@@ -20,6 +19,7 @@ from systolic.isa import (
     encode,
 )
 from systolic.model import _POPS, _PUSHES
+from systolic.rtl.decoder import CHANNEL_ORDER, NO_QUEUE, UOP_OPS, Decoder
 
 FLAGS = ("pop_prev", "pop_next", "push_prev", "push_next")
 

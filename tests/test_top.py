@@ -7,12 +7,12 @@ AXI4-Lite and finished on the interrupt.
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from systolic.rtl.top import Accelerator
 
 from systolic.config import preset
 from systolic.csr import CSR
 from systolic.isa import ErrorCode, assemble, to_bytes
 from systolic.model import GoldenModel
+from systolic.rtl.top import Accelerator
 
 MEM_BYTES = 4096
 PROG_ADDR = 0x800

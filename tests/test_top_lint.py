@@ -5,11 +5,11 @@ import re
 import subprocess
 
 import pytest
-from systolic.rtl.top import Accelerator
 
 from sim.verilator import BUILD
 from systolic.config import preset
 from systolic.generate import TOP_NAME, generate
+from systolic.rtl.top import Accelerator
 
 
 def test_os_dataflow_is_rejected():
@@ -57,7 +57,7 @@ def _synth(name, family):
     assert result.returncode == 0, result.stderr[-4000:]
     stat = (out / "stat.txt").read_text()
     counts = {}
-    for cell in re.findall(r"^\s+(\d+)\s+\S*\s*(\w+)\s*$", stat, re.M):
+    for cell in re.findall(r"^\s+(\d+)\s+(\$?\w+)\s*$", stat, re.M):
         counts[cell[1]] = counts.get(cell[1], 0) + int(cell[0])
     return stat, counts
 

@@ -4,11 +4,11 @@ import random
 
 import pytest
 from amaranth.sim import Simulator
-from systolic.rtl.vector import VectorUnit
 
 from systolic.config import preset
 from systolic.isa import VectorOp
 from systolic.numerics import INT32_MAX, INT32_MIN, round_shift
+from systolic.rtl.vector import VectorUnit
 
 
 def reference(op, a, b, imm, ma, sa, mb, sb):
