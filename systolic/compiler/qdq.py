@@ -160,7 +160,7 @@ def _emit(imp, q_node, p, y_scale, y_zp):
 
 def handle(imp, node):
     """Take ``node`` as part of a QDQ pattern; False if it is not one."""
-    from .onnx_frontend import Const, QAct
+    from .onnx_frontend import Const, Host, QAct
     if node.domain not in ("", "ai.onnx"):
         return False
     values = [imp.values.get(n) if n else None for n in node.input]
@@ -192,6 +192,9 @@ def handle(imp, node):
             return False
         if isinstance(v, Pending):
             return _emit(imp, node, v, y_scale, y_zp)
+        if isinstance(v, Host):
+            imp.host(node, warn=False)   # back from a host op: the boundary, not an op
+            return True
         return False
     v0 = values[0] if values else None
     if op == "Relu" and isinstance(v0, Pending) and not v0.relu:
