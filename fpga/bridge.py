@@ -30,7 +30,7 @@ from systolic.runtime.protocol import (
 )
 
 from .sysmem import AXI_OKAY, MemPortSignature
-from .uart import UartRx, UartTx
+from .uart import UartRx, UartTx, check_divisor
 
 __all__ = ["AXIL_SIGNATURE", "crc16_step", "Bridge"]
 
@@ -95,8 +95,7 @@ class Bridge(wiring.Component):
     """
 
     def __init__(self, *, divisor, timeout=None, bus_timeout=1024):
-        self.uart_rx = UartRx(divisor=divisor)
-        self.uart_tx = UartTx(divisor=divisor)
+        check_divisor(divisor)
         timeout = 2560 * divisor if timeout is None else timeout
         if not isinstance(timeout, int) or timeout < 20 * divisor:
             raise ValueError(f"Bridge timeout must be an integer of at least two byte times "
@@ -104,6 +103,8 @@ class Bridge(wiring.Component):
         if not isinstance(bus_timeout, int) or bus_timeout < 2:
             raise ValueError(f"Bridge bus_timeout must be an integer of at least 2, "
                              f"not {bus_timeout!r}")
+        self.uart_rx = UartRx(divisor=divisor)
+        self.uart_tx = UartTx(divisor=divisor)
         self.divisor, self.timeout, self.bus_timeout = divisor, timeout, bus_timeout
         super().__init__({
             "rx": In(1, init=1),

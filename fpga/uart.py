@@ -5,12 +5,13 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["UartRx", "UartTx"]
+__all__ = ["UartRx", "UartTx", "check_divisor"]
 
 MIN_DIVISOR = 4
 
 
-def _check_divisor(divisor):
+def check_divisor(divisor):
+    """Raise :class:`ValueError` unless ``divisor`` is a valid clocks-per-bit count."""
     if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < MIN_DIVISOR:
         raise ValueError(f"UART divisor must be an integer of at least {MIN_DIVISOR} clocks "
                          f"per bit, not {divisor!r}")
@@ -37,7 +38,7 @@ class UartTx(wiring.Component):
     """
 
     def __init__(self, *, divisor):
-        _check_divisor(divisor)
+        check_divisor(divisor)
         self.divisor = divisor
         super().__init__({
             "i": In(stream.Signature(8)),
@@ -99,7 +100,7 @@ class UartRx(wiring.Component):
     """
 
     def __init__(self, *, divisor):
-        _check_divisor(divisor)
+        check_divisor(divisor)
         self.divisor = divisor
         super().__init__({
             "rx": In(1, init=1),
