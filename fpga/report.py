@@ -1,0 +1,152 @@
+"""FPGA build reports: Yosys ``stat -json`` and nextpnr ``--report`` parsed into one dict,
+the per-block LUT table, and the printed summary."""
+
+__all__ = ["BLOCKS", "block_of", "parse_yosys_stat", "parse_nextpnr_report", "block_table",
+           "print_report"]
+
+# Module-name suffixes (Amaranth names modules by their hierarchy path) -> block, first match
+BLOCKS = [
+    ("array", (".core.xu",)),
+    ("dma", (".core.dma",)),
+    ("controller", (".core.ctrl", ".core.lu", ".core.su")),
+    ("scratchpad", (".core.sp",)),
+    ("accumulator", (".core.acc",)),
+    ("csr", (".accelerator.csr",)),
+    ("postproc", (".core.pp",)),
+    ("bridge", (".system.bridge",)),
+    ("memory", (".system.sysmem",)),
+]
+BLOCK_NOTES = {
+    "array": "exec unit: the PE array and its issue logic",
+    "controller": "fetch, decoder, token queues, load/store units",
+    "memory": "system memory controller (SPRAM/BRAM cells counted apart)",
+    "other": "board top, PLL reset, accelerator glue",
+}
+
+_LUT = {"ice40": ("SB_LUT4",), "ecp5": ("LUT4",)}
+_DSP = {"ice40": ("SB_MAC16",), "ecp5": ("MULT18X18D", "ALU54B")}
+_BRAM = {"ice40": ("SB_RAM40_4K",), "ecp5": ("DP16KD", "PDPW16KD")}
+_SPRAM = ("SB_SPRAM256KA",)
+_FF_PREFIX = {"ice40": ("SB_DFF",), "ecp5": ("TRELLIS_FF", "FD1")}
+
+
+def _counts(cells, family):
+    def total(names):
+        return sum(v for k, v in cells.items() if k in names)
+    return {
+        "luts": total(_LUT[family]),
+        "ffs": sum(v for k, v in cells.items() if k.startswith(_FF_PREFIX[family])),
+        "dsps": total(_DSP[family]),
+        "brams": total(_BRAM[family]),
+        "sprams": total(_SPRAM),
+        "carries": total(("SB_CARRY", "CCU2C")),
+    }
+
+
+def parse_yosys_stat(stat, family):
+    """Cell counts of the flattened netlist from ``stat -json``, as ``synth_*`` keys."""
+    counts = _counts(stat["design"]["num_cells_by_type"], family)
+    return {f"synth_{k}": v for k, v in counts.items()}
+
+
+def parse_nextpnr_report(report, family):
+    """Utilization and Fmax from a nextpnr ``--report`` file.
+
+    Returns ``luts`` (iCE40 logic cells, or ECP5 LUT4s), ``ffs``, ``dsps``, ``brams``,
+    ``sprams``, ``utilization`` (every resource's used/available) and ``fmax_mhz`` /
+    ``constraint_mhz`` per clock net.
+    """
+    util = {k: {"used": v["used"], "available": v["available"]}
+            for k, v in report.get("utilization", {}).items()}
+
+    def used(*names):
+        return sum(util[n]["used"] for n in names if n in util)
+
+    if family == "ice40":
+        out = {"luts": used("ICESTORM_LC"), "dsps": used("ICESTORM_DSP"),
+               "brams": used("ICESTORM_RAM"), "sprams": used("ICESTORM_SPRAM")}
+    else:
+        out = {"luts": used("TRELLIS_COMB"), "dsps": used("MULT18X18D"),
+               "brams": used("DP16KD"), "sprams": 0}
+        if "TRELLIS_FF" in util:
+            out["ffs"] = used("TRELLIS_FF")
+    fmax = report.get("fmax", {})
+    out["fmax_mhz"] = {clk: round(v["achieved"], 2) for clk, v in fmax.items()}
+    out["constraint_mhz"] = {clk: round(v["constraint"], 2) for clk, v in fmax.items()}
+    out["utilization"] = util
+    return out
+
+
+def block_of(module):
+    """The block a module (hierarchical name such as ``top.system.bridge.uart_rx``)
+    belongs to, or ``other``."""
+    name = module.lstrip("\\")
+    for block, suffixes in BLOCKS:
+        for s in suffixes:
+            if s in name and (name.endswith(s) or (s + ".") in name):
+                return block
+    return "other"
+
+
+def block_table(stat, family):
+    """Per-block resources from a ``stat -json`` of the unflattened netlist.
+
+    Returns a list of ``{"block", "luts", "ffs", "dsps", "brams", "sprams", "modules"}``
+    rows (every module counted once, in the block of its hierarchy path).
+    """
+    rows = {}
+    for module, info in stat["modules"].items():
+        block = block_of(module)
+        cells = {k: v for k, v in info["num_cells_by_type"].items()}
+        counts = _counts(cells, family)
+        row = rows.setdefault(block, {"block": block, "luts": 0, "ffs": 0, "dsps": 0,
+                                      "brams": 0, "sprams": 0, "modules": 0})
+        for key in ("luts", "ffs", "dsps", "brams", "sprams"):
+            row[key] += counts[key]
+        row["modules"] += 1
+    order = [b for b, _ in BLOCKS] + ["other"]
+    return [rows[b] for b in order if b in rows]
+
+
+def print_report(report):
+    """Print the report as rich tables: totals against the device, then the blocks."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    title = (f"{report['board']} ({report['device']}), preset {report['preset']}, "
+             f"{report['clock_mhz']:g} MHz")
+    table = Table(title=title)
+    for col in ("resource", "used", "available", "use"):
+        table.add_column(col, justify="left" if col == "resource" else "right")
+    pairs = [("LUTs", "luts", "luts_available"), ("DSPs", "dsps", "dsps_available"),
+             ("block RAMs", "brams", "brams_available")]
+    for label, key, avail in pairs:
+        used = report.get(key, report.get(f"synth_{key}"))
+        if used is None:
+            continue
+        share = f"{100 * used / report[avail]:.0f}%" if report[avail] else "-"
+        table.add_row(label, str(used), str(report[avail]), share)
+    ffs = report.get("ffs", report.get("synth_ffs"))
+    if ffs is not None:
+        table.add_row("flip-flops", str(ffs), "", "")
+    if report.get("sprams"):
+        table.add_row("SPRAMs", str(report["sprams"]), "4", "")
+    for clk, fmax in report.get("fmax_mhz", {}).items():
+        ok = "[green]met[/]" if fmax >= report["target_mhz"] else "[red]missed[/]"
+        table.add_row(f"Fmax {clk}", f"{fmax:.1f} MHz", f"{report['target_mhz']:g} MHz", ok)
+    console.print(table)
+    if report.get("blocks"):
+        bt = Table(title="per block (unflattened synthesis)")
+        for col in ("block", "LUTs", "FFs", "DSPs", "BRAMs", "note"):
+            bt.add_column(col, justify="left" if col in ("block", "note") else "right")
+        for row in report["blocks"]:
+            bt.add_row(row["block"], str(row["luts"]), str(row["ffs"]), str(row["dsps"]),
+                       str(row["brams"]), BLOCK_NOTES.get(row["block"], ""))
+        bt.add_row("total", str(sum(r["luts"] for r in report["blocks"])), "", "", "", "")
+        console.print(bt)
+    verdict = ("fits" if report["fits"] else "[red]does not fit[/]") + ", timing " + (
+        "closed" if report["timing_closed"] else "[red]not closed[/]")
+    console.print(f"{verdict}; report: {report.get('report', '')}")
+    if report.get("failure"):
+        console.print(f"[red]{report['failure']}[/]")
