@@ -19,8 +19,9 @@ from cocotbext.axi.memory import Memory
 
 from systolic.csr import CSR, CSR_MAP
 
-__all__ = ["AcceleratorTB", "CheckedAxiRam", "RunTimeout", "CTRL_START", "CTRL_SOFT_RESET",
-           "CTRL_IRQ_ENABLE", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "STATUS_RESETTING"]
+__all__ = ["AcceleratorTB", "CheckedAxiRam", "RunTimeout", "ScoreboardError", "check_run",
+           "CTRL_START", "CTRL_SOFT_RESET", "CTRL_IRQ_ENABLE", "STATUS_BUSY",
+           "STATUS_DONE", "STATUS_ERROR", "STATUS_RESETTING"]
 
 
 def _bit(reg, name):
@@ -230,3 +231,51 @@ class AcceleratorTB:
         await self.write_csr("IRQ_STATUS", IRQ_DONE)
         self.runs += 1
         return bytes(self.ram.mem[:len(memory_image)]), csrs
+
+
+# -- scoreboard ----------------------------------------------------------------------------
+
+class ScoreboardError(AssertionError):
+    """The RTL's result differs from the golden model's."""
+
+
+def check_run(expected, memory, csrs, *, image=None, what="program"):
+    """Compare one RTL run with the golden model's :class:`~systolic.model.RunResult`.
+
+    Error code and index always; after an AXI error nothing else (memory is then
+    implementation-defined); otherwise system memory byte for byte, STATUS (done, error,
+    accumulator overflow) and, with perf counters, instructions retired.
+    Raises :class:`ScoreboardError` with the first differences.
+    """
+    from systolic.isa import ErrorCode
+
+    problems = []
+    got = (csrs["ERROR_CODE"], csrs["ERROR_INDEX"])
+    want = (expected.error.value, expected.error_index)
+    if got != want:
+        name = ErrorCode(got[0]).name if got[0] in ErrorCode._value2member_map_ else got[0]
+        problems.append(f"error {name}@{got[1]}, expected {expected.error.name}@{want[1]}")
+    status = csrs["STATUS"]
+    if not status & STATUS_DONE or status & STATUS_BUSY:
+        problems.append(f"STATUS 0x{status:x}: not done, or still busy")
+    if bool(status & STATUS_ERROR) != (not expected.ok):
+        problems.append(f"STATUS.ERROR is {int(bool(status & STATUS_ERROR))}")
+    if expected.error is not ErrorCode.AXI_ERROR:
+        want_mem = expected.memory.tobytes()
+        if len(memory) != len(want_mem):
+            problems.append(f"memory of {len(memory)} bytes, expected {len(want_mem)}")
+        elif memory != want_mem:
+            diff = [i for i in range(len(want_mem)) if memory[i] != want_mem[i]]
+            shown = ", ".join(f"0x{a:x}: 0x{memory[a]:02x} (expected 0x{want_mem[a]:02x}"
+                              + (f", was 0x{image[a]:02x}" if image is not None else "") + ")"
+                              for a in diff[:6])
+            problems.append(f"{len(diff)} memory bytes differ: {shown}")
+        overflow = bool(status & 1 << next(f.lsb for f in CSR["STATUS"].fields
+                                           if f.name == "ACC_OVERFLOW"))
+        if overflow != expected.acc_overflow:
+            problems.append(f"STATUS.ACC_OVERFLOW is {int(overflow)}, expected "
+                            f"{int(expected.acc_overflow)}")
+        if expected.ok and "PERF_INSTRET" in csrs and csrs["PERF_INSTRET"] != expected.retired:
+            problems.append(f"PERF_INSTRET {csrs['PERF_INSTRET']}, expected {expected.retired}")
+    if problems:
+        raise ScoreboardError(f"{what}: " + "; ".join(problems))
