@@ -1,7 +1,7 @@
 """Build emitted Verilog with Verilator and run cocotb benches on it, from Python."""
 
 import hashlib
-import os
+import sys
 from pathlib import Path
 
 __all__ = ["REPO", "BUILD", "TB", "verilator_env", "emit_verilog", "run_cocotb"]
@@ -59,8 +59,11 @@ def run_cocotb(*, sources, toplevel, test_module, build_dir, testcase=None, extr
         waves=waves,
         log_file=str(build_dir / "build.log"),
     )
-    env = {"PYTHONPATH": os.pathsep.join([str(TB), str(REPO), os.environ.get("PYTHONPATH", "")])}
-    env.update(extra_env or {})
+    # The runner hands the simulator this process's sys.path as PYTHONPATH.
+    for folder in (str(REPO), str(TB)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    env = dict(extra_env or {})
     tag = hashlib.sha1(repr((test_module, testcase, sorted(env.items()))).encode()).hexdigest()
     results = runner.test(
         test_module=test_module,
