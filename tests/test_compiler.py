@@ -380,3 +380,32 @@ def test_nchw_flatten_permutation():
     w = rng.integers(-9, 9, (60, 7))
     p = nchw_flatten_permutation(3, 4, 5)
     np.testing.assert_array_equal(x.transpose(1, 2, 0).reshape(-1) @ w[p], x.reshape(-1) @ w)
+
+
+@pytest.mark.parametrize("name", ["icebreaker", "default"])
+def test_standalone_clamp_runs_on_the_device(name):
+    c = preset(name)
+    rng = np.random.default_rng(2)
+    g = Graph()
+    x = g.input("x", (3, 11, 5), "uint8", zero_point=77)
+    g.output(g.clamp(x, 77, 200, name="y"))
+    cp = compile_graph(g, c)
+    assert cp.stats["host_ops"] == 0
+    xv = rng.integers(0, 256, (3, 11, 5))
+    outs, _ = run_checked(cp, {"x": xv})
+    np.testing.assert_array_equal(outs["y"], np.clip(xv, 77, 200))
+
+
+def test_add_with_explicit_integer_parameters():
+    c = preset("tiny")
+    p = AddParams(mult_a=3 << 20, shift_a=21, mult_b=5 << 19, shift_b=21, pre_shift=1)
+    g = Graph()
+    a = g.input("a", (4, 6), "int8", zero_point=2)
+    b = g.input("b", (4, 6), "int8", zero_point=-2)
+    g.output(g.add(a, b, params=p, zero_point=-1, name="y"))
+    cp = compile_graph(g, c)
+    rng = np.random.default_rng(4)
+    xa, xb = rng.integers(-128, 128, (4, 6)), rng.integers(-128, 128, (4, 6))
+    outs, _ = run_checked(cp, {"a": xa, "b": xb})
+    t = ((xa - 2) * 3 + 1) // 2 + ((xb + 2) * 5 + 2) // 4        # the two rescales
+    np.testing.assert_array_equal(outs["y"], np.clip((t + 1) // 2 - 1, -128, 127))

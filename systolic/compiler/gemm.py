@@ -68,10 +68,6 @@ class GemmPlan:
     lookahead: int = 2
     tail_chunk: int = 32
 
-    @property
-    def w_base(self):
-        return 0
-
 
 def plan_gemm(config, m, k_blocks, n):
     """Choose the tiling of an ``m`` x (``k_blocks`` k-blocks) x ``n`` GEMM."""
@@ -153,13 +149,14 @@ def emit_gemm(b, plan, *, m, n, load_a, w_tile_addr, store, bias_addr=None, para
     w_tile_addr : callable
         ``w_tile_addr(kb, nb)``: byte address of the contiguous weight tile.
     store : callable
-        ``store(b, acc_row, m0, m1, nb)`` emits the STOREs of output rows ``m0:m1`` of
-        n-block ``nb`` held in accumulator rows ``acc_row...``.
+        ``store(b, acc_row, m0, m1, nb, param_row)`` emits the STOREs of output rows
+        ``m0:m1`` of n-block ``nb`` held in accumulator rows ``acc_row...``; the block's
+        per-channel parameters (if any) are in parameter rows ``param_row``, ``+1``.
     bias_addr : callable or None
         ``bias_addr(nb)``: byte address of the n-block's bias row (``cols`` int32).
     param_addr : callable or None
-        ``param_addr(nb)``: byte address of the n-block's per-channel parameter rows;
-        the store callback then gets the parameter row as ``b.param_row``.
+        ``param_addr(nb)``: byte address of the n-block's per-channel parameter rows
+        (multipliers, then shifts: ``cols`` int32 each).
     """
     c = b.config
     p = plan
@@ -233,8 +230,7 @@ def emit_gemm(b, plan, *, m, n, load_a, w_tile_addr, store, bias_addr=None, para
     def emit_store(bi, r0, r1):
         t, j = blocks[bi]
         m0, _ = mtiles[t]
-        b.param_row = (bi % param_slots) * 2
-        store(b, region[bi] + r0, m0 + r0, m0 + r1, j)
+        store(b, region[bi] + r0, m0 + r0, m0 + r1, j, (bi % param_slots) * 2)
 
     for e in range(n_steps + 1):
         for item in loads[e]:

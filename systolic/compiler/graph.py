@@ -14,7 +14,15 @@ import numpy as np
 
 from ..isa import to_bytes
 from .compiled import HOST_KERNELS, CompiledProgram, DeviceStep, HostStep, register_host_kernel
-from .ops import Lowering, TensorDesc, lower_add, lower_conv2d, lower_gemm, lower_max_pool
+from .ops import (
+    Lowering,
+    TensorDesc,
+    lower_add,
+    lower_clamp,
+    lower_conv2d,
+    lower_gemm,
+    lower_max_pool,
+)
 from .program import MemoryLayout
 from .quant import (
     DTYPES,
@@ -46,7 +54,7 @@ class TensorSpec:
 
 @dataclass
 class Op:
-    kind: str             # gemm, conv2d, add, max_pool, reshape, host
+    kind: str             # gemm, conv2d, add, clamp, max_pool, reshape, host
     name: str
     inputs: list
     outputs: list
@@ -131,18 +139,31 @@ class Graph:
             weight_zero_point=int(weight_zero_point))))
         return out
 
-    def add(self, a, b, *, out_scale, zero_point=0, out_dtype="int8", activation="none",
-            clamp=None, name=None):
-        """Quantized elementwise add of two same-shape tensors (scales required)."""
+    def add(self, a, b, *, out_scale=None, zero_point=0, out_dtype="int8", activation="none",
+            clamp=None, params=None, name=None):
+        """Quantized elementwise add of two same-shape tensors.
+
+        The integer parameters (:class:`AddParams`) come from the scales of ``a``, ``b``
+        and ``out_scale`` for the configuration's ``requant_bits``, or are given as
+        ``params`` (then no scale is needed).
+        """
         name = self._name("add", name)
         ta, tb = self.tensors[a], self.tensors[b]
         if ta.shape != tb.shape:
             raise ValueError(f"add shapes must match, not {ta.shape} and {tb.shape}")
-        if ta.scale is None or tb.scale is None:
-            raise ValueError("add needs the scales of both inputs")
+        if params is None and (ta.scale is None or tb.scale is None or out_scale is None):
+            raise ValueError("add needs the scales of both inputs and the output, or params")
         requant = Requant(1, 0, zero_point, out_dtype, activation, clamp)
         out = self._tensor(name, ta.shape, out_dtype, out_scale, zero_point)
-        self.ops.append(Op("add", name, [a, b], [out], dict(requant=requant)))
+        self.ops.append(Op("add", name, [a, b], [out], dict(requant=requant, params=params)))
+        return out
+
+    def clamp(self, x, lo, hi, name=None):
+        """``clamp(x, lo, hi)`` on logical values (a standalone ReLU is ``lo = zp``)."""
+        name = self._name("clamp", name)
+        t = self.tensors[x]
+        out = self._tensor(name, t.shape, t.dtype, t.scale, t.zero_point)
+        self.ops.append(Op("clamp", name, [x], [out], dict(lo=int(lo), hi=int(hi))))
         return out
 
     def max_pool(self, x, kernel, stride=None, padding=0, name=None):
@@ -197,6 +218,8 @@ class Graph:
 
 
 def _add_params(graph, op, config):
+    if op.attrs.get("params") is not None:
+        return op.attrs["params"]
     ta, tb = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
     ty = graph.tensors[op.outputs[0]]
     if ty.scale is None:
@@ -222,6 +245,8 @@ def _evaluate(graph, op, ins, config):
                         t[op.inputs[1]].zero_point, a["requant"])]
     if op.kind == "max_pool":
         return [max_pool_ref(ins[0], a["kernel"], a["stride"], a["padding"])]
+    if op.kind == "clamp":
+        return [np.clip(ins[0], a["lo"], a["hi"])]
     if op.kind == "reshape":
         return [ins[0].reshape(t[op.outputs[0]].shape)]
     return list(HOST_KERNELS[a["kind"]](a["params"], *ins))
@@ -318,7 +343,7 @@ def compile_graph(graph, config, *, blocked=True):
     for op in graph.ops:
         if op.kind == "reshape":
             continue
-        device = op.kind in ("gemm", "conv2d") or (
+        device = op.kind in ("gemm", "conv2d", "clamp") or (
             op.kind in ("add", "max_pool") and config.vector_unit)
         if not device:
             step = HostStep(op.attrs["kind"], list(op.inputs), list(op.outputs),
@@ -368,6 +393,8 @@ def _lower(graph, op, low, descs, config):
     elif op.kind == "add":
         lower_add(low, ins[0], ins[1], out, _add_params(graph, op, config), a["requant"],
                   name=op.name)
+    elif op.kind == "clamp":
+        lower_clamp(low, ins[0], out, a["lo"], a["hi"], name=op.name)
     elif op.kind == "max_pool":
         lower_max_pool(low, ins[0], out, kernel=a["kernel"], stride=a["stride"],
                        padding=a["padding"], name=op.name)

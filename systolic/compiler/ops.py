@@ -15,7 +15,7 @@ from .program import MemoryLayout, ProgramBuilder
 from .quant import DTYPES, Requant, dtype_offset
 
 __all__ = ["Lowering", "TensorDesc", "lower_gemm", "lower_conv2d", "lower_add",
-           "lower_max_pool", "vector_ops_supported"]
+           "lower_clamp", "lower_max_pool", "vector_ops_supported"]
 
 _ACT = {"none": Activation.NONE, "relu": Activation.RELU, "clamp": Activation.CLAMP}
 
@@ -203,14 +203,14 @@ def _gemm_core(low, *, m, n, w_blocks, colsum, bias, requant, a_zp_dev, out, loa
         raise ValueError(f"{name}: a blocked output needs blocks of cols ({c.cols}), not "
                          f"{out.block}")
 
-    def store(bb, acc_row, m0, m1, nb):
+    def store(bb, acc_row, m0, m1, nb, param_row):
         width = min(c.cols, n - nb * c.cols)
         if out.block:
             addr, pitch = out.addr + (nb * m + m0) * c.cols * eb, c.cols * eb
         else:
             addr, pitch = out.addr + (m0 * n + nb * c.cols) * eb, n * eb
         bb.store(acc_row, addr, m1 - m0, width, pitch, out_type=out_type,
-                 per_channel=pbuf is not None, param_addr=bb.param_row,
+                 per_channel=pbuf is not None, param_addr=param_row,
                  note=f"{name} out n{nb}")
 
     emit_gemm(b, plan, m=m, n=n, load_a=load_a,
@@ -389,13 +389,45 @@ def lower_add(low, a, b_in, out, params, requant, *, name="add"):
             b.load(LoadDest.SP, sp, src.addr + r0 * lanes, n, lanes, lanes, note=f"{name} in")
             b.matmul(a_addr=sp, c_addr=acc, n_rows=n, accumulate=True, note=f"{name} widen")
         b.vector(VectorOp.RESCALE_ADD, acc_a, acc_a, n, src_b=acc_b, note=name)
-        full = n if r1 < rows_all or total % lanes == 0 else n - 1
-        if full:
-            b.store(acc_a, out.addr + r0 * lanes, full, lanes, lanes, out_type=out_type,
-                    note=f"{name} out")
-        if full < n:
-            b.store(acc_a + full, out.addr + (r0 + full) * lanes, 1, total % lanes, lanes,
-                    out_type=out_type, note=f"{name} out tail")
+        _store_flat(b, acc_a, out, r0, n, rows_all, lanes, out_type, name)
+
+
+def lower_clamp(low, x, out, lo, hi, *, name="clamp"):
+    """``out = clamp(x, lo, hi)`` elementwise (logical values; a standalone ReLU): rows of
+    ``min(rows, cols)`` elements are widened by an identity MATMUL and stored through the
+    CLAMP activation with ``M = 1``. Needs no vector unit."""
+    c, b = low.config, low.builder
+    if x.shape != out.shape or x.dtype != out.dtype or x.zero_point != out.zero_point:
+        raise ValueError(f"{name}: output must have the input's shape, dtype and zero point")
+    eye, lanes = _identity_tile(low, name)
+    for reg, val in ((ConfigReg.REQ_MULT, 1), (ConfigReg.REQ_SHIFT, 0), (ConfigReg.REQ_ZP, 0),
+                     (ConfigReg.ACTIVATION, Activation.CLAMP),
+                     (ConfigReg.CLAMP_LO, lo - x.offset), (ConfigReg.CLAMP_HI, hi - x.offset)):
+        b.config_reg(reg, val)
+    out_type = DTYPES[out.device_dtype]
+    total = x.size
+    rows_all = -(-total // lanes)
+    chunk = min(c.acc_rows // 2, (c.sp_rows - c.rows) // 2, 4096)
+    b.load(LoadDest.SP, 0, eye.addr, c.rows, c.cols, c.cols, note=f"{name} identity")
+    b.matmul(compute=False, preload=True, w_addr=0, note=f"{name} identity")
+    for i, r0 in enumerate(range(0, rows_all, chunk)):
+        n = min(rows_all, r0 + chunk) - r0
+        sp, acc = c.rows + (i % 2) * chunk, (i % 2) * chunk
+        b.load(LoadDest.SP, sp, x.addr + r0 * lanes, n, lanes, lanes, note=f"{name} in")
+        b.matmul(a_addr=sp, c_addr=acc, n_rows=n, note=f"{name} widen")
+        _store_flat(b, acc, out, r0, n, rows_all, lanes, out_type, name)
+
+
+def _store_flat(b, acc, out, r0, n, rows_all, lanes, out_type, name):
+    """STORE accumulator rows ``r0...`` of a flat tensor cut into rows of ``lanes``."""
+    total = out.size
+    full = n if r0 + n < rows_all or total % lanes == 0 else n - 1
+    if full:
+        b.store(acc, out.addr + r0 * lanes, full, lanes, lanes, out_type=out_type,
+                note=f"{name} out")
+    if full < n:
+        b.store(acc + full, out.addr + (r0 + full) * lanes, 1, total % lanes, lanes,
+                out_type=out_type, note=f"{name} out tail")
 
 
 def lower_max_pool(low, x, out, *, kernel, stride, padding=(0, 0, 0, 0), name="maxpool"):

@@ -29,7 +29,6 @@ import numpy as np
 from ..checks import BINARY_VECTOR_OPS, queue_of, static_check
 from ..isa import (
     CONFIG_DEFAULTS,
-    INSTR_BYTES,
     MAX_TOKENS,
     ConfigReg,
     ErrorCode,
@@ -466,6 +465,3 @@ class ProgramBuilder:
             counts[e.instr.opcode.name] = counts.get(e.instr.opcode.name, 0) + 1
         return {"instructions": len(self.entries), "by_opcode": counts, "relay_syncs": self.syncs}
 
-
-# Program words sit after the data; each instruction is INSTR_BYTES bytes.
-PROGRAM_ALIGN = INSTR_BYTES
