@@ -1,6 +1,7 @@
 """Build emitted Verilog with Verilator and run cocotb benches on it, from Python."""
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ BUILD = REPO / "build"
 TB = REPO / "tb"
 
 # Amaranth's Verilog widens and truncates freely; these are the only warnings we waive.
+MAKE_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+
 VERILATOR_FLAGS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-CFLAGS", "-std=c++20 -fcoroutines"]
 
 
@@ -46,6 +49,10 @@ def run_cocotb(*, sources, toplevel, test_module, build_dir, testcase=None, extr
     from cocotb_tools.runner import get_results, get_runner
 
     build_dir = Path(build_dir)
+    # The wheel's verilated.mk leaves the precompiled-header flag empty; make reads it here.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if MAKE_FIX not in flags:
+        os.environ["MAKEFLAGS"] = f"{flags} {MAKE_FIX}".strip()
     runner = get_runner("verilator")
     build_args = list(VERILATOR_FLAGS) + list(extra_args)
     if waves:
@@ -74,7 +81,7 @@ def run_cocotb(*, sources, toplevel, test_module, build_dir, testcase=None, extr
         extra_env=env,
         waves=waves,
         seed=seed,
-        results_xml=f"results-{tag[:10]}.xml",
+        results_xml=str(Path(test_dir or build_dir).resolve() / f"results-{tag[:10]}.xml"),
         timescale=("1ns", "1ps"),
     )
     total, failed = get_results(results)
