@@ -409,3 +409,9 @@ def test_add_with_explicit_integer_parameters():
     outs, _ = run_checked(cp, {"a": xa, "b": xb})
     t = ((xa - 2) * 3 + 1) // 2 + ((xb + 2) * 5 + 2) // 4        # the two rescales
     np.testing.assert_array_equal(outs["y"], np.clip((t + 1) // 2 - 1, -128, 127))
+
+
+def test_narrow_element_widths_are_refused():
+    with pytest.raises(ValueError, match="8-bit inputs"):
+        compile_gemm(preset("tiny").replace(input_bits=4), 2, 2, 2, np.ones((2, 2)), None,
+                     Requant(1, 0))

@@ -131,6 +131,9 @@ class Lowering:
     """
 
     def __init__(self, config, layout=None):
+        if config.input_bits != 8 or config.weight_bits != 8:
+            raise ValueError(f"the compiler needs 8-bit inputs and weights, not "
+                             f"input_bits={config.input_bits}, weight_bits={config.weight_bits}")
         self.config = config
         self.layout = layout if layout is not None else MemoryLayout()
         self.builder = ProgramBuilder(config)
