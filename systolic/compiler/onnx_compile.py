@@ -104,12 +104,15 @@ class _Stage:
             w = op.w
             if perms[0] is not None:
                 w = w[perms[0]]
-            bias = op.bias.astype(np.int64) + op.x_zp * op.w.astype(np.int64).sum(axis=0)
+            # the core folds the zero point of the tensor it reads; undo the fold with that
+            t_zp = q.tensors[op.x].zero_point
+            bias = op.bias.astype(np.int64) + t_zp * op.w.astype(np.int64).sum(axis=0)
             self.read(op.x)
             g.gemm(op.x, w, bias, lower_requant(op, info), out_scale=info.scale, name=op.y)
         elif op.kind == "conv":
-            if op.group != 1 or tuple(op.dilations) != (1, 1) or perms[0] is not None:
-                return False
+            if op.group != 1 or tuple(op.dilations) != (1, 1) or perms[0] is not None \
+                    or q.tensors[op.x].zero_point != op.x_zp:
+                return False   # (the core pads with the tensor's zero point)
             cout, _, kh, kw = op.w.shape
             w_kn = op.w.reshape(cout, -1).T
             bias = op.bias.astype(np.int64) + op.x_zp * w_kn.astype(np.int64).sum(axis=0)
@@ -123,8 +126,10 @@ class _Stage:
             self.read(op.x)
             g.max_pool(op.x, tuple(op.kernel), tuple(op.strides), tuple(op.pads), name=op.y)
         elif op.kind == "add":
-            if perms[0] is not None or perms[1] is not None:
-                return False
+            ta, tb = q.tensors[op.a], q.tensors[op.b]
+            if perms[0] is not None or perms[1] is not None or (ta.zero_point, tb.zero_point) \
+                    != (op.a_zp, op.b_zp) or ta.scale is None or tb.scale is None:
+                return False   # (the core takes zero points and scales from the tensors)
             self.read(op.a)
             self.read(op.b)
             rq = lower_requant(_AddView(op), info)

@@ -315,6 +315,15 @@ class _Importer:
                              f"{np.asarray(x_zp).dtype} does not match the tensor ({info.dtype})")
         return True
 
+    def annotate(self, x, scale, zp):
+        """Give a tensor whose quantization only its consumer states (a graph input, a
+        host op's output) that scale and zero point."""
+        info = self.info(x)
+        if info.scale is None and info.zero_point == 0:
+            self.graph.tensors[x.tensor] = TensorInfo(
+                info.name, info.shape, info.dtype, None if scale is None else float(scale),
+                int(zp))
+
     def out_range(self, node, y_zp):
         dtype = np.asarray(y_zp).dtype.name
         if dtype not in ("int8", "uint8"):
@@ -325,6 +334,7 @@ class _Importer:
     def emit_linear(self, node, x, x_scale, x_zp, w_kn, w_scale, bias, y_name, y_scale, y_zp,
                     *, relu=False):
         """Add a :class:`Linear` from float scales; ``w_kn`` (K, N) int8, bias int32 or None."""
+        self.annotate(x, x_scale, x_zp)
         info = self.info(x)
         k, n = w_kn.shape
         if info.shape[-1] != k:
@@ -356,6 +366,7 @@ class _Importer:
         info = self.info(x)
         if len(info.shape) != 4 or w.ndim != 4:
             return False   # only 2-D convolutions run on the accelerator
+        self.annotate(x, x_scale, x_zp)
         if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
             return False
         cout, cin_g, kh, kw = w.shape
@@ -457,6 +468,7 @@ class _Importer:
             return False
         w_zp = self.const(node, 3, "b_zero_point", optional=True)
         self.check_weights(node, w, w_zp)
+        self.annotate(x, None, x_zp)
         info = self.info(x)
         if info.shape[-1] != w.shape[0]:
             raise ModelError(f"node {node.name!r} (MatMulInteger): shapes {info.shape} and "
@@ -488,6 +500,8 @@ class _Importer:
 
     def emit_add(self, node, a, a_s, a_zp, b, b_s, b_zp, y_name, y_s, y_zp, *, relu=False):
         from .quant import AddParams
+        self.annotate(a, a_s, a_zp)
+        self.annotate(b, b_s, b_zp)
         dtype, (lo, hi) = self.out_range(node, y_zp)
         try:
             p = AddParams.from_scales(float(a_s), float(b_s), float(y_s),
@@ -609,7 +623,8 @@ class _Importer:
 
     def host(self, node, *, warn=True):
         """Run ``node`` on the host: one warning, and a one-node model evaluated there."""
-        from onnx import TensorProto, helper, numpy_helper
+        import onnx
+        from onnx import helper, numpy_helper
         inputs, tensors, inits, feeds = [], [], [], {}
         for name in node.input:
             if name == "" or name in feeds:
@@ -626,11 +641,14 @@ class _Importer:
                 list(info.shape)))
             tensors.append(v.tensor)
             feeds[v.tensor] = np.zeros(info.shape, DTYPES[info.dtype])
-        outs = [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None)
-                for o in node.output if o]
+        outs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
         graph = helper.make_graph([node], f"host_{node.name}", inputs, outs, inits)
         model = helper.make_model(graph, opset_imports=self.opsets)
         model.ir_version = self.model.ir_version
+        try:   # output types, which onnxruntime needs
+            model = onnx.shape_inference.infer_shapes(model)
+        except Exception:
+            pass
         op = HostOp(node.name, node.op_type, tuple(tensors),
                     tuple(o for o in node.output if o), model.SerializeToString(),
                     tuple(i.name for i in inputs))

@@ -185,7 +185,8 @@ class Clamp:
 @dataclass(eq=False)
 class HostOp:
     """A node the accelerator cannot run: the host evaluates ``model`` (a one-node ONNX
-    model, serialized) with :class:`onnx.reference.ReferenceEvaluator`."""
+    model, serialized) with :class:`onnx.reference.ReferenceEvaluator`, or onnxruntime
+    where the reference has no kernel for it."""
     name: str
     op_type: str
     inputs: tuple          # graph tensors read
@@ -194,18 +195,26 @@ class HostOp:
     model_inputs: tuple = ()   # the model's input names, one per ``inputs`` (default: same)
     kind = "host"
 
-    def evaluator(self):
-        from onnx.reference import ReferenceEvaluator
-        cached = getattr(self, "_evaluator", None)
-        if cached is None:
-            cached = ReferenceEvaluator(self.model)
-            self._evaluator = cached
-        return cached
+    def _evaluate(self, feeds):
+        """onnx.reference first; onnxruntime for what it lacks (contrib ops, old opsets)."""
+        engine = getattr(self, "_engine", None)
+        if engine is None:
+            from onnx.reference import ReferenceEvaluator
+            try:
+                engine = ReferenceEvaluator(self.model)
+                out = engine.run(None, feeds)
+                self._engine = engine
+                return out
+            except Exception:
+                import onnxruntime
+                engine = onnxruntime.InferenceSession(self.model,
+                                                      providers=["CPUExecutionProvider"])
+                self._engine = engine
+        return engine.run(None, feeds)
 
     def run(self, values):
         names = self.model_inputs or self.inputs
-        out = self.evaluator().run(None, {m: values[t]
-                                          for m, t in zip(names, self.inputs, strict=True)})
+        out = self._evaluate({m: values[t] for m, t in zip(names, self.inputs, strict=True)})
         return dict(zip(self.outputs, out, strict=True))
 
 
