@@ -127,12 +127,19 @@ def test_builder_rejects_bad_fields_and_skips_redundant_config():
 
 # -- GEMM -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("name", PRESETS + ["ulx3s"])
 @SETTINGS
 @given(m=st.integers(1, 40), k=st.integers(1, 40), n=st.integers(1, 40),
        seed=st.integers(0, 2**31))
 def test_gemm_random_shapes(name, m, k, n, seed):
     check_gemm(preset(name), m, k, n, seed)
+
+
+@settings(max_examples=5, deadline=None)
+@given(m=st.integers(1, 300), k=st.integers(1, 300), n=st.integers(1, 300),
+       seed=st.integers(0, 2**31))
+def test_gemm_random_large_shapes_on_default(m, k, n, seed):
+    check_gemm(preset("default"), m, k, n, seed)
 
 
 @pytest.mark.parametrize("name,m,k,n", [
