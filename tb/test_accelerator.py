@@ -17,7 +17,12 @@ import random
 
 import cocotb
 import pytest
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import First, RisingEdge, Timer
+
+from systolic.config import preset
+from systolic.csr import ID_MAGIC, id_words
+from systolic.isa import MAX_TOKENS, ErrorCode, Instruction, Opcode, encode
+from systolic.model import GoldenModel
 from systolic.sim.harness import (
     STATUS_BUSY,
     STATUS_ERROR,
@@ -27,11 +32,6 @@ from systolic.sim.harness import (
     ScoreboardError,
     check_run,
 )
-
-from systolic.config import preset
-from systolic.csr import ID_MAGIC, id_words
-from systolic.isa import MAX_TOKENS, ErrorCode, Instruction, Opcode, encode
-from systolic.model import GoldenModel
 from systolic.testing.directed import directed_programs
 from systolic.testing.gemm import tiled_gemm
 from systolic.testing.randprog import (
@@ -180,44 +180,51 @@ async def axi_errors(dut):
 
 
 async def _start_and_interrupt(tb, dut, prog, delay, hard):
-    """Start ``prog``, wait ``delay`` cycles (then for a read beat), interrupt it."""
+    """Start ``prog``, wait ``delay`` cycles (then, for the hardware reset, for a read
+    beat), interrupt it. Returns whether the program was still running."""
     tb.load_image(prog.image)
     tb.set_backpressure(0.3, delay)
     await tb.start(prog.prog_addr, prog.prog_len)
     await tb.cycles(delay)
+    busy = bool(await tb.read_csr("STATUS") & STATUS_BUSY)
     if hard:
         if not int(dut.m_axi_rvalid.value):
-            await RisingEdge(dut.m_axi_rvalid)
+            await First(RisingEdge(dut.m_axi_rvalid), Timer(20_000 * tb.period, unit="ns"))
         await tb.reset(4)
     else:
         await tb.soft_reset()
     tb.set_backpressure(0)
+    return busy
 
 
 @cocotb.test()
 async def soft_reset_mid_program(dut):
     """CTRL.SOFT_RESET while a program runs (with bursts in flight), then correct runs."""
     tb = await new_tb(dut)
+    interrupted = 0
     for k in range(4):
         long = generate(CONFIG, SEED + 40 + k, budget=20_000, max_tasks=30)
-        await _start_and_interrupt(tb, dut, long, 50 + 97 * k, hard=False)
+        interrupted += await _start_and_interrupt(tb, dut, long, 50 + 97 * k, hard=False)
         status = await tb.read_csr("STATUS")
         assert not status & (STATUS_BUSY | STATUS_RESETTING), f"STATUS 0x{status:x}"
         assert await tb.read_csr("ID") == ID_MAGIC
         await run_checked(tb, generate(CONFIG, SEED + 50 + k), f"after soft reset {k}",
                           backpressure=0.2, seed=k)
+    assert interrupted, "no soft reset hit a running program"
 
 
 @cocotb.test()
 async def reset_mid_transfer(dut):
     """The hardware reset asserted while a read burst is under way, then correct runs."""
     tb = await new_tb(dut)
+    interrupted = 0
     for k in range(3):
         long = generate(CONFIG, SEED + 60 + k, budget=20_000, max_tasks=30)
-        await _start_and_interrupt(tb, dut, long, 20 + 61 * k, hard=True)
+        interrupted += await _start_and_interrupt(tb, dut, long, 20 + 61 * k, hard=True)
         assert await tb.read_csr("STATUS") & STATUS_BUSY == 0
         await run_checked(tb, generate(CONFIG, SEED + 70 + k), f"after reset {k}",
                           backpressure=0.2, seed=k)
+    assert interrupted, "no reset hit a running program"
 
 
 @cocotb.test()
