@@ -37,7 +37,7 @@ EXIT_BAD_INPUT = 2
 
 # Modules imported before the parser is built; each registers its subcommands with
 # @subcommand at import time (e.g. the compiler's ``compile`` and the runtime's ``run``).
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("systolic.commands", "systolic.hwcommands")
 
 
 class CliError(ValueError):
