@@ -185,7 +185,7 @@ def build_board(board, preset=None, out_dir="build/fpga", progress=True, *, targ
                                 if (build_dir / f"{TOP}.{ext}").exists()), None)
     if result.get("rc"):
         log = (build_dir / "build.log").read_text(errors="replace").splitlines()
-        errors = [line for line in log if "ERROR" in line or "error" in line.lower()]
+        errors = [line for line in log if line.startswith("ERROR")]
         report["failure"] = (errors or log or ["build script failed"])[-1].strip()
     if side is not None:
         blocks_path = build_dir / "blocks.json"

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
+from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, FallingEdge
 
 from systolic.compiler import compile_gemm
@@ -96,7 +97,7 @@ class SimSerial:
         return self.read(len(self.incoming))
 
 
-@cocotb.resume
+@resume
 async def _wait_ns(ns):
     await ClockCycles(cocotb.top.clk, max(1, int(ns // PERIOD_NS)))
 
@@ -149,7 +150,7 @@ async def test_gemm_over_the_uart(dut):
     """A compiled GEMM runs through SerialDevice and matches the golden model."""
     port = await start(dut)
 
-    @cocotb.bridge
+    @bridge
     def host():
         dev = open_device(port)
         job, prog = gemm_job(1)
@@ -159,7 +160,7 @@ async def test_gemm_over_the_uart(dut):
         check_result(got, want)
         y = prog.read_tensor(bytearray(got.memory), "y")
         dut._log.info(f"GEMM {prog.tensors['a'].shape} x {prog.tensors['y'].shape[1]}: "
-                      f"y[0] = {list(y[0])}; perf {got.perf}; link NAKs {dev.link.naks}, "
+                      f"y[0] = {[int(v) for v in y[0]]}; perf {got.perf}; link NAKs {dev.link.naks}, "
                       f"{port.sent} bytes sent by the host")
         # the scoreboard catches one corrupted byte of the result
         bad = type(got)(memory=bytes([got.memory[0] ^ 1]) + got.memory[1:], error=got.error,
@@ -180,8 +181,9 @@ async def test_gemm_over_the_uart(dut):
 
 
 def _exchange(port, frame, seconds):
+    """Send raw ``frame``; the responses that arrive while it is sent and ``seconds`` more."""
     port.write(frame)
-    return P.Decoder().feed(port.drain(seconds))
+    return P.Decoder().feed(port.drain(len(frame) * BYTE_NS * 1e-9 + seconds))
 
 
 @cocotb.test()
@@ -189,7 +191,7 @@ async def test_bad_frames_get_naks(dut):
     """Corrupted and truncated frames are NAKed; the next good frame works."""
     port = await start(dut)
 
-    @cocotb.bridge
+    @bridge
     def host():
         link = P.Link(port, timeout=4 * FRAME_TIMEOUT_NS * 1e-9, retries=0,
                       clock=sim_seconds)
