@@ -177,6 +177,10 @@ def build_board(board, preset=None, out_dir="build/fpga", progress=True, *, targ
     report["placed"] = pnr_path.exists()
     if pnr_path.exists():
         report.update(parse_nextpnr_report(json.loads(pnr_path.read_text()), b.family))
+    for key in ("luts", "ffs", "dsps", "brams", "sprams"):
+        if key not in report and f"synth_{key}" in report:   # not placed: Yosys' count
+            report[key] = report[f"synth_{key}"]
+    report.setdefault("fmax_mhz", {})
     report["fits"] = bool(report["placed"] and report.get("luts", 1 << 30)
                           <= b.luts_available)
     fmax = report.get("fmax_mhz", {})

@@ -1,8 +1,11 @@
 """FPGA build reports: Yosys ``stat -json`` and nextpnr ``--report`` parsed into one dict,
 the per-block LUT table, and the printed summary."""
 
-__all__ = ["BLOCKS", "block_of", "parse_yosys_stat", "parse_nextpnr_report", "block_table",
-           "print_report"]
+__all__ = ["BLOCKS", "REQUIRED_FIELDS", "block_of", "parse_yosys_stat", "parse_nextpnr_report",
+           "block_table", "check_report", "print_report"]
+
+REQUIRED_FIELDS = ("board", "device", "preset", "luts", "luts_available", "ffs", "dsps",
+                   "dsps_available", "brams", "fmax_mhz", "target_mhz")
 
 # Module-name suffixes (Amaranth names modules by their hierarchy path) -> block, first match
 BLOCKS = [
@@ -106,6 +109,31 @@ def block_table(stat, family):
         row["modules"] += 1
     order = [b for b, _ in BLOCKS] + ["other"]
     return [rows[b] for b in order if b in rows]
+
+
+def check_report(report, margin=0.1):
+    """Raise :class:`AssertionError` listing every way ``report`` fails: a missing field,
+    LUTs above ``1 - margin`` of the device, DSPs or block RAMs above the device, a clock
+    below the target. Returns the report when it passes."""
+    problems = [f"missing field {name!r}" for name in REQUIRED_FIELDS if name not in report]
+    if not problems:
+        budget = int(report["luts_available"] * (1 - margin))
+        if report["luts"] > budget:
+            problems.append(f"{report['luts']} LUTs exceed {budget} "
+                            f"({100 * (1 - margin):.0f}% of {report['luts_available']})")
+        for key in ("dsps", "brams"):
+            if report[key] > report[f"{key}_available"]:
+                problems.append(f"{report[key]} {key} exceed {report[f'{key}_available']}")
+        if not report["fmax_mhz"]:
+            problems.append("no clock was timed")
+        for clk, fmax in report["fmax_mhz"].items():
+            if fmax < report["target_mhz"]:
+                problems.append(f"clock {clk}: Fmax {fmax} MHz below the target "
+                                f"{report['target_mhz']} MHz")
+    if problems:
+        raise AssertionError(f"{report.get('board')} ({report.get('preset')}): "
+                             + "; ".join(problems))
+    return report
 
 
 def print_report(report):
