@@ -1,6 +1,7 @@
-"""Execute queue unit: MATMUL on the weight-stationary array, VECTOR, CONFIG and SYNC."""
+"""Execute queue unit: MATMUL on the weight-stationary systolic array, VECTOR, CONFIG and
+SYNC."""
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -8,51 +9,79 @@ from amaranth.utils import ceil_log2
 from systolic.checks import BINARY_VECTOR_OPS
 from systolic.isa import CONFIG_DEFAULTS, ConfigReg, Opcode, Queue
 
+from .array import WSArray, array_latency
 from .load_unit import LANDING_CYCLES, UnitSignature
 from .scratchpad import ReadPortSignature, check_config
 from .vector import VectorUnit
 
-__all__ = ["ExecUnit"]
+__all__ = ["ExecUnit", "matmul_landing"]
 
 
-def _element(m, byte, bits, is_signed, name):
-    e = Signal(signed(bits + 1), name=name)
-    low = byte[:bits]
-    m.d.comb += e.eq(low.as_signed() if is_signed else low)
-    return e
+def matmul_landing(config):
+    """Cycles from the grant of a MATMUL's last scratchpad read to its token push: one
+    cycle of scratchpad latency, the array's latency, then ``LANDING_CYCLES`` of the
+    accumulator's write pipeline."""
+    return 1 + array_latency(config) + LANDING_CYCLES
 
 
 class ExecUnit(wiring.Component):
-    """Executes the execute queue, one micro-op at a time, each to completion.
+    """Executes the execute queue on a :class:`~systolic.rtl.array.WSArray`.
 
-    MATMUL: with ``preload``, the ``rows`` weight rows at ``w_addr`` are read (port
-    ``sp_wt``) into the shadow weights; with ``compute``, input rows stream from ``sp_in``
-    (one per cycle while the scratchpad grants them) through the active weights into the
-    accumulator's ``array_w`` port (two cycles from grant to write); after the last write
-    has landed the shadow weights become active and the tokens are pushed.
-    VECTOR: per row, operands from ``acc_a``/``acc_b``, the :class:`VectorUnit` result to
-    ``acc_w``. A micro-op starts only after the previous one's writes have landed, so
-    reads always see earlier results.
+    MATMUL issue: every cycle the unit asks ``sp_in`` for the next input row (``compute``)
+    and ``sp_wt`` for the next weight row (``preload``). A granted input row enters the
+    array one cycle later (the scratchpad's latency) with the tag ``(acc row, accumulate)``,
+    so its result row leaves the array ``latency`` cycles after that straight into the
+    accumulator's ``array_w`` port; a granted weight row goes into the array's shadow
+    weights one cycle later. A cycle without a grant is a bubble. The cycle in which a
+    MATMUL's last read is granted, the unit takes the next micro-op, so back-to-back
+    MATMULs stream with no idle cycle while the scratchpad grants every read.
+
+    Weight tiles: a preload of MATMUL ``k`` fills the shadow weights while ``k`` streams
+    and leaves a *pending* swap; the first computing MATMUL after it raises ``swap`` in its
+    first cycle (on its first row, or on a bubble if that read was not granted), which makes
+    the tile active, exactly as the ISA's "active from the next MATMUL" says. Its own
+    preload is pushed from that cycle on, so it belongs to the tile after.
+
+    Completion: ``matmul_landing(config)`` cycles after a MATMUL's last grant its last
+    accumulator write has landed and its tokens are pushed (a delay line of push flags,
+    so a MATMUL retires while later ones stream). Every other micro-op with a push, and
+    VECTOR, first waits until all MATMUL writes have landed (so VECTOR reads see them);
+    CONFIG and SYNC without pushes do not wait. VECTOR: per row, operands from
+    ``acc_a``/``acc_b``, the :class:`VectorUnit` result to ``acc_w``; the next micro-op
+    starts after its last write has landed.
 
     Parameters
     ----------
     config : AcceleratorConfig
+        ``dataflow`` must be ``"ws"``; ``pipeline_every`` sets the array's latency.
+    multiplier : str or callable
+        The array's multiplier primitive (see :func:`systolic.rtl.multiplier`).
 
     Attributes
     ----------
+    latency : int
+        The array's latency (cycles from an input row to its result row).
     sp_in, sp_wt : Out(ReadPortSignature)
-    array_w, acc_w : Out(...)
-        Accumulator write ports (``array_w`` with ``accumulate``, ``acc_w`` with ``ready``).
+        Scratchpad reads of input and weight rows.
+    array_w : Out(...)
+        Accumulator write port of the array's results (``accumulate``; no ``ready``).
+    acc_w : Out(...)
+        Accumulator write port of the vector unit (with ``ready``).
     acc_a, acc_b : Out(ReadPortSignature)
+        Accumulator reads of the vector unit.
     mac_busy : Out(1)
-        An input row entered the array this cycle.
+        A valid input row enters the array this cycle.
     overflow : Out(1)
         Sticky: a VECTOR result saturated (cleared by ``start``).
     """
 
-    def __init__(self, *, config):
+    def __init__(self, *, config, multiplier="generic"):
         check_config(config, "ExecUnit")
+        if config.dataflow != "ws":
+            raise ValueError(f"ExecUnit supports dataflow 'ws' only, not {config.dataflow!r}")
         self.config = config
+        self.multiplier = multiplier
+        self.latency = array_latency(config)
         sp_aw = ceil_log2(config.sp_rows)
         acc_aw = ceil_log2(config.acc_rows)
         row = data.ArrayLayout(signed(32), config.cols)
@@ -73,6 +102,7 @@ class ExecUnit(wiring.Component):
     def elaborate(self, platform):
         c = self.config
         m = Module()
+        acc_aw = ceil_log2(c.acc_rows)
         uop = Signal.like(self.uop.p)
         mm = uop.body.matmul
         vec = uop.body.vector
@@ -85,50 +115,61 @@ class ExecUnit(wiring.Component):
             m.d.sync += [s.eq(CONFIG_DEFAULTS[r]) for r, s in regs.items()]
             m.d.sync += self.overflow.eq(0)
 
-        # -- weights --------------------------------------------------------------------------
-        wshape = signed(c.weight_bits + 1)
-        active = [[Signal(wshape, name=f"w{k}_{n}") for n in range(c.cols)]
-                  for k in range(c.rows)]
-        shadow = [[Signal(wshape, name=f"ws{k}_{n}") for n in range(c.cols)]
-                  for k in range(c.rows)]
-
-        issued = Signal(16)
-        returned = Signal(16)
-        wait = Signal(range(LANDING_CYCLES + 2))
-
-        # preload: shadow row `returned` from sp_wt
-        m.d.comb += self.sp_wt.addr.eq(mm.w_addr + issued)
-        with m.If(self.sp_wt.valid):
-            for k in range(c.rows):
-                with m.If(returned == k):
-                    for n in range(c.cols):
-                        e = _element(m, self.sp_wt.data[8 * n:8 * n + 8], c.weight_bits,
-                                     c.weight_signed, f"we{k}_{n}")
-                        m.d.sync += shadow[k][n].eq(e)
-
-        # compute: input row -> dot products -> array_w
-        m.d.comb += self.sp_in.addr.eq(mm.a_addr + issued)
-        res_valid = Signal()
-        res_addr = Signal.like(self.array_w.addr)
-        res = Signal(data.ArrayLayout(signed(32), c.cols))
-        m.d.sync += res_valid.eq(0)
-        with m.If(self.sp_in.valid):
-            a = [_element(m, self.sp_in.data[8 * k:8 * k + 8], c.input_bits, c.input_signed,
-                          f"a{k}") for k in range(c.rows)]
-            m.d.sync += [res_valid.eq(1), res_addr.eq(mm.c_addr + returned)]
-            for n in range(c.cols):
-                total = 0
-                for k in range(c.rows):
-                    total = total + a[k] * active[k][n]
-                m.d.sync += res[n].eq(total)
+        # -- the array and its feeds --------------------------------------------------------
+        m.submodules.array = arr = WSArray(c, tag_bits=acc_aw + 1, multiplier=self.multiplier)
+        in_cnt = Signal(range(4097))          # input rows granted in this MATMUL
+        wt_cnt = Signal(range(c.rows + 1))    # weight rows granted in this MATMUL
+        first = Signal()                      # first issue cycle of this MATMUL
+        pending = Signal()                    # the shadow weights hold a tile not yet swapped
+        swap = Signal()
+        tag = Signal(acc_aw + 1)
+        w_row = Signal(range(c.rows))
+        in_go = Signal()
+        wt_go = Signal()
         m.d.comb += [
-            self.array_w.en.eq(res_valid),
-            self.array_w.addr.eq(res_addr),
-            self.array_w.data.eq(res),
-            self.array_w.accumulate.eq(mm.accumulate),
+            self.sp_in.addr.eq(mm.a_addr + in_cnt),
+            self.sp_wt.addr.eq(mm.w_addr + wt_cnt),
+            in_go.eq(self.sp_in.en & self.sp_in.ready),
+            wt_go.eq(self.sp_wt.en & self.sp_wt.ready),
+        ]
+        m.d.sync += swap.eq(0)
+        with m.If(in_go):
+            m.d.sync += tag.eq(Cat((mm.c_addr + in_cnt)[:acc_aw], mm.accumulate))
+        with m.If(wt_go):
+            m.d.sync += w_row.eq(wt_cnt)
+        m.d.comb += [
+            arr.inp.valid.eq(self.sp_in.valid),
+            arr.inp.payload.data.eq(self.sp_in.data[:8 * c.rows]),
+            arr.inp.payload.swap.eq(swap),
+            arr.inp.payload.tag.eq(tag),
+            arr.weight.valid.eq(self.sp_wt.valid),
+            arr.weight.payload.data.eq(self.sp_wt.data[:8 * c.cols]),
+            arr.weight.payload.row.eq(w_row),
+            self.mac_busy.eq(arr.inp.valid),
+            self.array_w.en.eq(arr.out.valid),
+            self.array_w.addr.eq(arr.out.payload.tag[:acc_aw]),
+            self.array_w.accumulate.eq(arr.out.payload.tag[acc_aw]),
+            self.array_w.data.eq(arr.out.payload.data),
         ]
 
+        # -- MATMUL completion: push flags wait in a delay line until the writes landed -------
+        landing = matmul_landing(c)
+        issued = Signal()                     # this cycle grants a MATMUL's last read
+        flight = Signal(range(landing + 1))   # cycles until every issued MATMUL has landed
+        drained = Signal()
+        line = [Signal(2, name=f"push_d{i + 1}") for i in range(landing)]
+        m.d.sync += line[0].eq(Cat(issued & uop.push_prev, issued & uop.push_next))
+        m.d.sync += [line[i + 1].eq(line[i]) for i in range(landing - 1)]
+        with m.If(issued):
+            m.d.sync += flight.eq(landing)
+        with m.Elif(flight != 0):
+            m.d.sync += flight.eq(flight - 1)
+        m.d.comb += drained.eq(flight == 0)
+        retire_push = Signal(2)
+
         # -- vector ---------------------------------------------------------------------------
+        v_cnt = Signal(range(4097))
+        wait = Signal(range(LANDING_CYCLES + 1))
         if c.vector_unit:
             m.submodules.vu = vu = VectorUnit(config=c)
             a_reg = Signal.like(self.acc_a.data)
@@ -147,9 +188,9 @@ class ExecUnit(wiring.Component):
                 vu.shift_a.eq(regs[ConfigReg.VEC_SHIFT_A]),
                 vu.shift_b.eq(regs[ConfigReg.VEC_SHIFT_B]),
                 vu.a.eq(a_reg), vu.b.eq(b_reg),
-                self.acc_a.addr.eq(vec.src_a + issued),
-                self.acc_b.addr.eq(vec.src_b + issued),
-                self.acc_w.addr.eq(vec.dst + issued),
+                self.acc_a.addr.eq(vec.src_a + v_cnt),
+                self.acc_b.addr.eq(vec.src_b + v_cnt),
+                self.acc_w.addr.eq(vec.dst + v_cnt),
                 self.acc_w.data.eq(vu.result),
             ]
             with m.If(self.acc_a.valid):
@@ -157,67 +198,69 @@ class ExecUnit(wiring.Component):
             with m.If(self.acc_b.valid):
                 m.d.sync += [b_reg.eq(self.acc_b.data), b_got.eq(1)]
 
+        m.d.comb += [self.push_prev.eq(line[-1][0] | retire_push[0]),
+                     self.push_next.eq(line[-1][1] | retire_push[1])]
+
+        def accept():
+            """Take the queue head (if any) this cycle and go where its opcode leads."""
+            m.d.comb += self.uop.ready.eq(1)
+            p = self.uop.p
+            with m.If(self.uop.valid):
+                m.d.sync += [uop.eq(p), in_cnt.eq(0), wt_cnt.eq(0), v_cnt.eq(0)]
+                with m.Switch(p.opcode):
+                    with m.Case(Opcode.MATMUL):
+                        m.d.sync += first.eq(1)
+                        m.next = "MATMUL"
+                    with m.Case(Opcode.CONFIG):
+                        for r, s in regs.items():
+                            with m.If(p.body.config.reg == r.value):
+                                m.d.sync += s.eq(p.body.config.value)
+                        m.next = "DRAIN"
+                    with m.Default():
+                        m.next = "DRAIN"
+            with m.Else():
+                m.next = "IDLE"
+
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.idle.eq(1), self.uop.ready.eq(1)]
-                with m.If(self.uop.valid):
-                    p = self.uop.p
-                    m.d.sync += [uop.eq(p), issued.eq(0), returned.eq(0)]
-                    with m.Switch(p.opcode):
-                        with m.Case(Opcode.MATMUL):
-                            with m.If(p.body.matmul.preload):
-                                m.next = "PRELOAD"
-                            with m.Else():
-                                m.next = "COMPUTE"
-                        if c.vector_unit:       # else the decoder rejects VECTOR
-                            with m.Case(Opcode.VECTOR):
-                                m.next = "V_READ"
-                        with m.Case(Opcode.CONFIG):
-                            for r, s in regs.items():
-                                with m.If(p.body.config.reg == r.value):
-                                    m.d.sync += s.eq(p.body.config.value)
-                            m.next = "RETIRE"
-                        with m.Default():
-                            m.next = "RETIRE"
-            with m.State("PRELOAD"):
+                m.d.comb += [self.idle.eq(drained), self.busy.eq(~drained)]
+                accept()
+            with m.State("MATMUL"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(issued < c.rows):
-                    m.d.comb += self.sp_wt.en.eq(1)
-                    with m.If(self.sp_wt.ready):
-                        m.d.sync += issued.eq(issued + 1)
-                with m.If(self.sp_wt.valid):
-                    m.d.sync += returned.eq(returned + 1)
-                    with m.If(returned == c.rows - 1):
-                        m.d.sync += [issued.eq(0), returned.eq(0)]
-                        with m.If(mm.compute):
-                            m.next = "COMPUTE"
-                        with m.Else():
-                            m.d.sync += wait.eq(0)
-                            m.next = "LAND"
-            with m.State("COMPUTE"):
+                in_more = mm.compute & (in_cnt != mm.n_rows)
+                wt_more = mm.preload & (wt_cnt != c.rows)
+                m.d.comb += [self.sp_in.en.eq(in_more), self.sp_wt.en.eq(wt_more)]
+                m.d.sync += [in_cnt.eq(in_cnt + in_go), wt_cnt.eq(wt_cnt + wt_go),
+                             first.eq(0)]
+                with m.If(first):
+                    m.d.sync += swap.eq(pending & mm.compute)
+                    with m.If(mm.preload):
+                        m.d.sync += pending.eq(1)
+                    with m.Elif(mm.compute):
+                        m.d.sync += pending.eq(0)
+                in_last = ~in_more | (in_go & (in_cnt + 1 == mm.n_rows))
+                wt_last = ~wt_more | (wt_go & (wt_cnt + 1 == c.rows))
+                with m.If(in_last & wt_last):
+                    m.d.comb += issued.eq(1)
+                    accept()
+            with m.State("DRAIN"):
+                # non-MATMUL micro-ops that push, and VECTOR, wait for MATMUL writes to land
                 m.d.comb += self.busy.eq(1)
-                with m.If(issued < mm.n_rows):
-                    m.d.comb += self.sp_in.en.eq(1)
-                    with m.If(self.sp_in.ready):
-                        m.d.comb += self.mac_busy.eq(1)
-                        m.d.sync += issued.eq(issued + 1)
-                with m.If(self.sp_in.valid):
-                    m.d.sync += returned.eq(returned + 1)
-                    with m.If(returned + 1 == mm.n_rows):
-                        m.d.sync += wait.eq(LANDING_CYCLES + 1)
-                        m.next = "LAND"
+                needs = uop.push_prev | uop.push_next | (uop.opcode == Opcode.VECTOR)
+                with m.If(drained | ~needs):
+                    with m.If(uop.opcode == Opcode.VECTOR):
+                        m.next = "V_READ" if c.vector_unit else "RETIRE"
+                    with m.Else():
+                        m.next = "RETIRE"
             with m.State("LAND"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
-                    with m.If((uop.opcode == Opcode.MATMUL) & mm.preload):
-                        for k in range(c.rows):
-                            for n in range(c.cols):
-                                m.d.sync += active[k][n].eq(shadow[k][n])
                     m.next = "RETIRE"
             with m.State("RETIRE"):
-                m.d.comb += [self.push_prev.eq(uop.push_prev), self.push_next.eq(uop.push_next)]
-                m.next = "IDLE"
+                m.d.comb += [self.busy.eq(1),
+                             retire_push.eq(Cat(uop.push_prev, uop.push_next))]
+                accept()
             if c.vector_unit:
                 with m.State("V_READ"):
                     m.d.comb += self.busy.eq(1)
@@ -233,9 +276,9 @@ class ExecUnit(wiring.Component):
                     with m.If(self.acc_w.ready):
                         with m.If(vu.overflow):
                             m.d.sync += self.overflow.eq(1)
-                        m.d.sync += [issued.eq(issued + 1), a_req.eq(0), b_req.eq(0),
+                        m.d.sync += [v_cnt.eq(v_cnt + 1), a_req.eq(0), b_req.eq(0),
                                      a_got.eq(0), b_got.eq(0)]
-                        with m.If(issued + 1 == vec.n_rows):
+                        with m.If(v_cnt + 1 == vec.n_rows):
                             m.d.sync += wait.eq(LANDING_CYCLES)
                             m.next = "LAND"
                         with m.Else():
