@@ -18,7 +18,7 @@ from amaranth.hdl import (
     ResetSignal,
     Signal,
 )
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -335,11 +335,13 @@ class ICEBreakerTop(_BoardTop):
             _reset_after_lock(m, lock)
         depth = self.mem_size // 4
         m.submodules.system = system = self._system(ram=Spram if depth >= Spram.ROWS else None)
-        uart = platform.request("uart", 0)
-        m.d.comb += [system.rx.eq(uart.rx.i), uart.tx.o.eq(system.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.d.comb += [system.rx.eq(_pin(m, "uart_rx", "i", uart.rx).i),
+                     _pin(m, "uart_tx", "o", uart.tx).o.eq(system.tx)]
         busy = _stretch(m, system.active, self.clock_hz)
-        m.d.comb += [platform.request("led_r", 0).o.eq(busy),
-                     platform.request("led_g", 0).o.eq(system.irq)]
+        m.d.comb += [_pin(m, "led_r", "o", platform.request("led_r", 0, dir="-")).o.eq(busy),
+                     _pin(m, "led_g", "o", platform.request("led_g", 0, dir="-")).o.eq(
+                         system.irq)]
         return m
 
 
@@ -358,7 +360,7 @@ class ULX3STop(_BoardTop):
         m = Module()
         if self.clock_hz != self.osc_hz:
             p = ecp5_pll_params(self.osc_hz, self.target_hz)
-            clk25 = platform.request("clk25", 0).i
+            clk25 = _pin(m, "clk25", "i", platform.request("clk25", 0, dir="-")).i
             m.domains.sync = ClockDomain()
             lock, clk = Signal(), Signal()
             m.d.comb += ClockSignal().eq(clk)
@@ -379,14 +381,21 @@ class ULX3STop(_BoardTop):
             platform.add_clock_constraint(clk, self.clock_hz)
             _reset_after_lock(m, lock)
         m.submodules.system = system = self._system()
-        uart = platform.request("uart", 0)
-        m.d.comb += [system.rx.eq(uart.rx.i), uart.tx.o.eq(system.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.d.comb += [system.rx.eq(_pin(m, "uart_rx", "i", uart.rx).i),
+                     _pin(m, "uart_tx", "o", uart.tx).o.eq(system.tx)]
         link = _stretch(m, system.link_error, self.clock_hz)
         busy = _stretch(m, system.active, self.clock_hz)
-        m.d.comb += [platform.request("led", 0).o.eq(busy),
-                     platform.request("led", 1).o.eq(system.irq),
-                     platform.request("led", 7).o.eq(link)]
+        for index, value in ((0, busy), (1, system.irq), (7, link)):
+            led = _pin(m, f"led{index}", "o", platform.request("led", index, dir="-"))
+            m.d.comb += led.o.eq(value)
         return m
+
+
+def _pin(m, name, direction, port):
+    """A buffer of ``direction`` on a raw platform ``port``, added to ``m``."""
+    m.submodules[f"{name}_buffer"] = buffer = io.Buffer(direction, port)
+    return buffer
 
 
 def _stretch(m, pulse, clock_hz, seconds=0.05):

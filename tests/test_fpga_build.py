@@ -137,3 +137,17 @@ def test_block_table_sums_modules_per_block():
     rows = {r["block"]: r for r in block_table(stat, "ice40")}
     assert (rows["bridge"]["luts"], rows["bridge"]["ffs"], rows["bridge"]["modules"]) == (15, 5, 2)
     assert (rows["memory"]["luts"], rows["memory"]["sprams"]) == (1, 2)
+
+
+def test_command_line_arguments():
+    import argparse
+
+    from systolic.fpga.build import fpga_arguments
+
+    parser = argparse.ArgumentParser(prog="systolic fpga")
+    fpga_arguments(parser)
+    args = parser.parse_args(["build", "--board", "ulx3s", "--target-mhz", "62.5"])
+    assert (args.fpga_action, args.board, args.preset, args.target_mhz, args.baud) == \
+        ("build", "ulx3s", None, 62.5, 1_000_000)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["build", "--board", "arty"])
