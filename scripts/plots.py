@@ -53,7 +53,7 @@ def _save(fig, path):
 
 
 def line_plot(path, series, *, title, xlabel, ylabel, xticks=None, ylim=None,
-              logx=False, annotate=False):
+              logx=False, logy=False, annotate=False, value_fmt="{:.2g}"):
     """One line per series.
 
     Parameters
@@ -67,10 +67,12 @@ def line_plot(path, series, *, title, xlabel, ylabel, xticks=None, ylim=None,
     xticks : sequence, optional
         Tick positions (and labels) of the x axis.
     ylim : (float, float), optional
-    logx : bool
-        Logarithmic x axis (base 2).
+    logx, logy : bool
+        Logarithmic x axis (base 2), y axis (base 10).
     annotate : bool
         Write each point's value beside it.
+    value_fmt : str
+        Format of those values.
 
     Returns
     -------
@@ -83,10 +85,12 @@ def line_plot(path, series, *, title, xlabel, ylabel, xticks=None, ylim=None,
         ax.plot(xs, ys, style, label=label)
         if annotate:
             for x, y in zip(xs, ys, strict=True):
-                ax.annotate(f"{y:.2g}", (x, y), textcoords="offset points", xytext=(4, 4),
+                ax.annotate(value_fmt.format(y), (x, y), textcoords="offset points", xytext=(4, 4),
                             fontsize=7)
     if logx:
         ax.set_xscale("log", base=2)
+    if logy:
+        ax.set_yscale("log")
     if xticks is not None:
         ax.set_xticks(list(xticks))
         ax.set_xticklabels([str(x) for x in xticks])
