@@ -8,6 +8,7 @@ Environment (set by ``tests/test_accelerator.py``; see docs/verification.md):
 ``SYSTOLIC_SEED``          first seed of the random programs (default: per preset)
 ``SYSTOLIC_PROGRAMS``      how many random programs
 ``SYSTOLIC_GEMM``          GEMM sizes (comma-separated cubes) for ``gemm``
+``SYSTOLIC_GEMM_BUFFERS``  weight and accumulator buffers of the GEMM (default ``2,2``)
 ``SYSTOLIC_RESULTS``       file the GEMM figures are written to (JSON)
 """
 
@@ -250,7 +251,8 @@ async def scoreboard_catches_corruption(dut):
 async def gemm(dut):
     """The tiled GEMM: bit-exact with NumPy; perf counters show loads overlapping compute."""
     sizes = [int(s) for s in os.environ.get("SYSTOLIC_GEMM", "").split(",") if s]
-    programs = [tiled_gemm(CONFIG, size, size, size, seed=size)
+    wb, ab = (int(x) for x in os.environ.get("SYSTOLIC_GEMM_BUFFERS", "2,2").split(","))
+    programs = [tiled_gemm(CONFIG, size, size, size, seed=size, w_buffers=wb, acc_buffers=ab)
                 for size in sizes or [4 * max(CONFIG.rows, CONFIG.cols)]]
     biggest = max(len(g.image) for g in programs)
     tb = AcceleratorTB(dut, CONFIG, mem_size=1 << (biggest - 1).bit_length())
@@ -264,6 +266,7 @@ async def gemm(dut):
         got = g.result(memory)
         assert (got == g.expected).all(), f"GEMM {size}^3 differs from NumPy"
         fig = {"preset": PRESET, "m": size, "n": size, "k": size, "macs": g.macs,
+               "w_buffers": wb, "acc_buffers": ab,
                "instructions": g.prog_len, **{k.lower(): v for k, v in csrs.items()
                                               if k.startswith("PERF")}}
         if CONFIG.perf_counters:

@@ -80,7 +80,7 @@ def _load(n_rows, addr, length, stride, dram_addr):
             "stride": stride, "dram_addr": dram_addr}
 
 
-def tiled_gemm(config, m, n, k, *, seed=0, a=None, b=None):
+def tiled_gemm(config, m, n, k, *, seed=0, a=None, b=None, w_buffers=2, acc_buffers=2):
     """Build the double-buffered tiled GEMM program for ``config``.
 
     Parameters
@@ -92,6 +92,9 @@ def tiled_gemm(config, m, n, k, *, seed=0, a=None, b=None):
         Seed of the random int8 operands (ignored when ``a`` and ``b`` are given).
     a, b : numpy.ndarray, optional
         Operands (element values in the configured input and weight ranges).
+    w_buffers, acc_buffers : int
+        Scratchpad weight buffers and accumulator buffers in rotation (2: double
+        buffering; more lets loads and stores run further ahead of the array).
 
     Returns
     -------
@@ -103,13 +106,19 @@ def tiled_gemm(config, m, n, k, *, seed=0, a=None, b=None):
         raise ValueError(f"GEMM k must be a positive multiple of rows ({R}), not {k}")
     if n <= 0 or n % C:
         raise ValueError(f"GEMM n must be a positive multiple of cols ({C}), not {n}")
-    if not 1 <= m <= min(4096, c.acc_rows // 2):
-        raise ValueError(f"GEMM m must be in 1..{min(4096, c.acc_rows // 2)}, not {m}")
+    if not isinstance(w_buffers, int) or w_buffers < 2:
+        raise ValueError(f"GEMM w_buffers must be an integer of at least 2, not {w_buffers}")
+    if not isinstance(acc_buffers, int) or acc_buffers < 2:
+        raise ValueError(f"GEMM acc_buffers must be an integer of at least 2, not "
+                         f"{acc_buffers}")
+    mmax = min(4096, c.acc_rows // acc_buffers)
+    if not 1 <= m <= mmax:
+        raise ValueError(f"GEMM m must be in 1..{mmax}, not {m}")
     kt, nt = k // R, n // C
     a_base, w_base = 0, m * kt                        # scratchpad rows
-    if w_base + 2 * R > c.sp_rows:
-        raise ValueError(f"GEMM m * k / rows + 2 * rows must fit {c.sp_rows} scratchpad "
-                         f"rows, not {w_base + 2 * R}")
+    if w_base + w_buffers * R > c.sp_rows:
+        raise ValueError(f"GEMM m * k / rows + w_buffers * rows must fit {c.sp_rows} "
+                         f"scratchpad rows, not {w_base + w_buffers * R}")
     if n * 4 >= 1 << 24:
         raise ValueError(f"GEMM n must be below {1 << 22} (the STORE stride), not {n}")
     rng = np.random.default_rng(seed)
@@ -129,10 +138,10 @@ def tiled_gemm(config, m, n, k, *, seed=0, a=None, b=None):
     def load_step(s):
         """L_s: the A k-tile (first output tile only), then weight tile s."""
         j, kk = steps[s]
-        loads = [_load(R, w_base + (s % 2) * R, C, n, b_addr + kk * R * n + j * C)]
+        loads = [_load(R, w_base + (s % w_buffers) * R, C, n, b_addr + kk * R * n + j * C)]
         if j == 0:
             loads.insert(0, _load(m, a_base + kk * m, R, k, a_addr + kk * R))
-        return [Instruction(Opcode.LOAD, fields, pop_next=(i == 0 and s >= 2),
+        return [Instruction(Opcode.LOAD, fields, pop_next=(i == 0 and s >= w_buffers),
                             push_next=(i == len(loads) - 1))
                 for i, fields in enumerate(loads)]
 
@@ -140,15 +149,15 @@ def tiled_gemm(config, m, n, k, *, seed=0, a=None, b=None):
         """X_s: compute step s-1 (if s > 0) and preload W_s (if s < S)."""
         fields, flags = {}, {}
         if s < S:
-            fields.update(preload=1, w_addr=w_base + (s % 2) * R)
+            fields.update(preload=1, w_addr=w_base + (s % w_buffers) * R)
             flags["pop_prev"] = True
-            if s + 2 < S:
+            if s + w_buffers < S:
                 flags["push_prev"] = True
         if s > 0:
             j, kk = steps[s - 1]
-            fields.update(compute=1, n_rows=m, a_addr=a_base + kk * m, c_addr=(j % 2) * m,
+            fields.update(compute=1, n_rows=m, a_addr=a_base + kk * m, c_addr=(j % acc_buffers) * m,
                           accumulate=int(kk > 0))
-            if kk == 0 and j >= 2:
+            if kk == 0 and j >= acc_buffers:
                 flags["pop_next"] = True
             if kk == kt - 1:
                 flags["push_next"] = True
@@ -156,14 +165,14 @@ def tiled_gemm(config, m, n, k, *, seed=0, a=None, b=None):
 
     def store(j):
         return Instruction(Opcode.STORE, {
-            "out_type": OutType.INT32.value, "length": C, "n_rows": m, "addr": (j % 2) * m,
-            "stride": n * 4, "dram_addr": c_addr + j * C * 4},
-            pop_prev=True, push_prev=j + 2 < nt)
+            "out_type": OutType.INT32.value, "length": C, "n_rows": m,
+            "addr": (j % acc_buffers) * m, "stride": n * 4, "dram_addr": c_addr + j * C * 4},
+            pop_prev=True, push_prev=j + acc_buffers < nt)
 
-    program = load_step(0) + (load_step(1) if S > 1 else []) + [matmul(0)]
+    program = [i for s in range(min(w_buffers, S)) for i in load_step(s)] + [matmul(0)]
     for s in range(S):
-        if s + 2 < S:
-            program += load_step(s + 2)
+        if s + w_buffers < S:
+            program += load_step(s + w_buffers)
         program.append(matmul(s + 1))
         j, kk = steps[s]
         if kk == kt - 1:
