@@ -8,6 +8,7 @@ Every layout, enum and rule here is read from :mod:`systolic.isa` and mirrors
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from systolic.checks import ADDR_LIMIT, BINARY_VECTOR_OPS
 from systolic.isa import (
@@ -211,22 +212,23 @@ class Decoder(wiring.Component):
             with m.Case(Opcode.MATMUL):
                 m.d.comb += bad.eq(~(mm.compute | mm.preload)
                                    | (mm.compute & rows_bad(mm.n_rows)))
-            with m.Case(Opcode.VECTOR):
-                vop = vec.op.as_value()
-                imm = vec.imm.as_signed()
-                n = vec.n_rows
+            if c.vector_unit:     # else VECTOR is an illegal opcode, checked first
+                with m.Case(Opcode.VECTOR):
+                    vop = vec.op.as_value()
+                    imm = vec.imm.as_signed()
+                    n = vec.n_rows
 
-                def overlap(a, b):
-                    return (a != b) & (a < b + n) & (b < a + n)
+                    def overlap(a, b):
+                        return (a != b) & (a < b + n) & (b < a + n)
 
-                binary = 0
-                for v in BINARY_VECTOR_OPS:
-                    binary = binary | (vop == v.value)
-                m.d.comb += bad.eq(
-                    (vop > max(v.value for v in VectorOp)) | rows_bad(n)
-                    | ((vop == VectorOp.SHIFT.value) & ((imm < -31) | (imm > SHIFT_MAX)))
-                    | overlap(vec.dst, vec.src_a)
-                    | (binary & overlap(vec.dst, vec.src_b)))
+                    binary = 0
+                    for v in BINARY_VECTOR_OPS:
+                        binary = binary | (vop == v.value)
+                    m.d.comb += bad.eq(
+                        (vop > max(v.value for v in VectorOp)) | rows_bad(n)
+                        | ((vop == VectorOp.SHIFT.value) & ((imm < -31) | (imm > SHIFT_MAX)))
+                        | overlap(vec.dst, vec.src_a)
+                        | (binary & overlap(vec.dst, vec.src_b)))
 
         # -- MISALIGNED ----------------------------------------------------------------------
         misaligned = Signal()
@@ -239,11 +241,33 @@ class Decoder(wiring.Component):
                                           & ((st.dram_addr[:2] != 0) | (st.stride[:2] != 0)))
 
         # -- ADDRESS_RANGE -------------------------------------------------------------------
-        def extent_bad(addr, stride, n, row_bytes):
-            # addr + (n-1)*stride + row_bytes > 2**32, and only when n, row_bytes > 0
-            span = Signal(unsigned(40))
-            m.d.comb += span.eq(addr + (n - 1) * stride + row_bytes)
-            return (n > 0) & (row_bytes > 0) & (span > ADDR_LIMIT)
+        # One memory-extent check serves LOAD and STORE: its operands are picked by the
+        # opcode first, so a single (n - 1) * stride product is built.
+        ext_addr = Signal(32)
+        ext_stride = Signal(24)
+        ext_rows = Signal(13)       # rows that touch memory (pads excluded)
+        ext_bytes = Signal(9)       # bytes per memory row
+        with m.If(op_is[Opcode.STORE]):
+            m.d.comb += [
+                ext_addr.eq(st.dram_addr), ext_stride.eq(st.stride), ext_rows.eq(st.n_rows),
+                ext_bytes.eq(Mux(st.out_type == OutType.INT32, st.length * 4, st.length)),
+            ]
+        with m.Else():
+            rows_m = Signal(signed(15))
+            m.d.comb += rows_m.eq(ld.n_rows - ld.pad_top - ld.pad_bottom)
+            m.d.comb += [
+                ext_addr.eq(ld.dram_addr), ext_stride.eq(ld.stride),
+                ext_rows.eq(rows_m.as_unsigned()[:13]),
+                ext_bytes.eq(Mux(ld.dest.as_value() == LoadDest.SP.value, ld.length,
+                                 ld.length * 4)),
+            ]
+        # addr + (n-1)*stride + row_bytes > 2**32, and only when n, row_bytes > 0. A row
+        # count beyond MAX_ROWS (4096) is a BAD_FIELD, which outranks ADDRESS_RANGE, so
+        # n - 1 needs 12 bits: a 12x24 product.
+        steps = (ext_rows - 1)[:ceil_log2(MAX_ROWS)]
+        span = Signal(unsigned(40))
+        m.d.comb += span.eq(ext_addr + steps * ext_stride + ext_bytes)
+        extent_bad = (ext_rows != 0) & (ext_bytes != 0) & (span > ADDR_LIMIT)
 
         out_range = Signal()
         with m.Switch(code):
@@ -251,32 +275,28 @@ class Decoder(wiring.Component):
                 dest = ld.dest.as_value()
                 limit = Mux(dest == LoadDest.SP.value, c.sp_rows,
                             Mux(dest == LoadDest.ACC.value, c.acc_rows, c.param_rows))
-                rows_m = Signal(signed(15))
-                m.d.comb += rows_m.eq(ld.n_rows - ld.pad_top - ld.pad_bottom)
-                row_bytes = Mux(dest == LoadDest.SP.value, ld.length, ld.length * 4)
-                m.d.comb += out_range.eq((ld.addr + ld.n_rows > limit)
-                                         | extent_bad(ld.dram_addr, ld.stride,
-                                                      rows_m.as_unsigned()[:13], row_bytes))
+                m.d.comb += out_range.eq((ld.addr + ld.n_rows > limit) | extent_bad)
             with m.Case(Opcode.STORE):
                 from_sp = st.src.as_value() == StoreSrc.SP.value
                 limit = Mux(from_sp, c.sp_rows, c.acc_rows)
-                row_bytes = Mux(st.out_type == OutType.INT32, st.length * 4, st.length)
                 m.d.comb += out_range.eq(
                     (st.addr + st.n_rows > limit)
                     | (st.per_channel & (st.param_addr + 2 > c.param_rows))
-                    | extent_bad(st.dram_addr, st.stride, st.n_rows, row_bytes))
+                    | extent_bad)
             with m.Case(Opcode.MATMUL):
                 n = mm.n_rows
                 m.d.comb += out_range.eq(
                     (mm.compute & ((mm.a_addr + n > c.sp_rows) | (mm.c_addr + n > c.acc_rows)))
                     | (mm.preload & (mm.w_addr + c.rows > c.sp_rows)))
-            with m.Case(Opcode.VECTOR):
-                n = vec.n_rows
-                binary = 0
-                for v in BINARY_VECTOR_OPS:
-                    binary = binary | (vec.op.as_value() == v.value)
-                m.d.comb += out_range.eq((vec.dst + n > c.acc_rows) | (vec.src_a + n > c.acc_rows)
-                                         | (binary & (vec.src_b + n > c.acc_rows)))
+            if c.vector_unit:     # else VECTOR is an illegal opcode, checked first
+                with m.Case(Opcode.VECTOR):
+                    n = vec.n_rows
+                    binary = 0
+                    for v in BINARY_VECTOR_OPS:
+                        binary = binary | (vec.op.as_value() == v.value)
+                    m.d.comb += out_range.eq((vec.dst + n > c.acc_rows)
+                                             | (vec.src_a + n > c.acc_rows)
+                                             | (binary & (vec.src_b + n > c.acc_rows)))
 
         # -- priority, in the order of the error codes ---------------------------------------
         with m.If(illegal):
