@@ -7,6 +7,7 @@ Environment (set by ``tests/test_accelerator.py``; see docs/verification.md):
 ``SYSTOLIC_PRESET``        the configuration (``tiny``, ``icebreaker``, ``default`` ...)
 ``SYSTOLIC_SEED``          first seed of the random programs (default: per preset)
 ``SYSTOLIC_PROGRAMS``      how many random programs
+``SYSTOLIC_BUDGET``        estimated cycles per random program (default 6000)
 ``SYSTOLIC_GEMM``          GEMM sizes (comma-separated cubes) for ``gemm``
 ``SYSTOLIC_GEMM_BUFFERS``  weight and accumulator buffers of the GEMM (default ``2,2``)
 ``SYSTOLIC_RESULTS``       file the GEMM figures are written to (JSON)
@@ -36,6 +37,7 @@ from systolic.sim.harness import (
 from systolic.testing.directed import directed_programs
 from systolic.testing.gemm import tiled_gemm
 from systolic.testing.randprog import (
+    DEFAULT_BUDGET,
     INPUT_BYTES,
     OUTPUT_BYTES,
     generate,
@@ -47,6 +49,7 @@ CONFIG = preset(PRESET)
 BASE_SEED = {"tiny": 1000, "icebreaker": 2000, "default": 3000}.get(PRESET, 0)
 SEED = int(os.environ.get("SYSTOLIC_SEED", BASE_SEED))
 PROGRAMS = int(os.environ.get("SYSTOLIC_PROGRAMS", 34))
+BUDGET = int(os.environ.get("SYSTOLIC_BUDGET", DEFAULT_BUDGET))
 ERRORS = [e for e in ErrorCode if e is not ErrorCode.NONE]
 
 
@@ -101,13 +104,14 @@ async def random_programs(dut):
     failures = []
     cycles = 0
     for seed in range(SEED, SEED + PROGRAMS):
-        prog = generate(CONFIG, seed)
+        prog = generate(CONFIG, seed, budget=BUDGET)
         bp = random.Random(seed).choice([0.0, 0.0, 0.2, 0.5])
         try:
             csrs = await run_checked(tb, prog, f"seed {seed}", backpressure=bp, seed=seed)
             cycles += csrs.get("PERF_CYCLES", 0)
         except (ScoreboardError, RunTimeout) as exc:
-            message = f"{exc}\n  repeat with: {reproduce_command(PRESET, seed)}"
+            message = (f"{exc}\n  repeat with: "
+                       f"{reproduce_command(PRESET, seed, budget=BUDGET)}")
             dut._log.error(message)
             failures.append(message)
             await recover(tb)
@@ -150,7 +154,7 @@ async def error_codes(dut):
                 await run_checked(tb, generate(CONFIG, seed + 1), f"after {what}")
             except (ScoreboardError, RunTimeout, AssertionError) as exc:
                 failures.append(f"{exc}\n  repeat with: "
-                                f"{reproduce_command(PRESET, seed, 'errors')}")
+                                f"{reproduce_command(PRESET, SEED, 'errors')}")
                 await recover(tb)
     assert not failures, "\n".join(failures)
 
