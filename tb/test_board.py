@@ -218,6 +218,14 @@ async def test_bad_frames_get_naks(dut):
         assert [(f.seq, f.status, f.payload) for f in frames] == \
             [(10, P.Status.OK, bytes(range(16)))]
 
+        # garbage between frames is dropped and counted; the frame after it runs
+        before = link.status()
+        good = P.encode_request(11, P.Command.READ_MEM, 0x104, length=4)
+        frames = _exchange(port, b"\x00\x55\xff" + good, turnaround)
+        assert [(f.seq, f.status, f.payload) for f in frames] == \
+            [(11, P.Status.OK, bytes(range(4, 8)))]
+        assert link.status().discarded_bytes - before.discarded_bytes == 3
+
         # the next good frames work, and the bridge counted what it dropped
         assert link.ping() == P.PROTOCOL_VERSION
         assert link.read_mem(0x100, 16) == bytes(range(16))
