@@ -34,7 +34,7 @@ from systolic.sim.harness import (
     ScoreboardError,
     check_run,
 )
-from systolic.testing.directed import directed_programs
+from systolic.testing.directed import directed_programs, persistence_programs
 from systolic.testing.gemm import tiled_gemm
 from systolic.testing.randprog import (
     DEFAULT_BUDGET,
@@ -133,6 +133,19 @@ async def directed_instructions(dut):
             failures.append(str(exc))
             await recover(tb)
     assert not failures, "\n".join(failures)
+
+
+@cocotb.test()
+async def state_between_runs(dut):
+    """Memories and the preloaded weights survive from one run to the next, CONFIG
+    registers do not; the low four bits of PROG_ADDR are ignored."""
+    tb = await new_tb(dut)
+    model = GoldenModel(CONFIG)
+    first, second = persistence_programs(CONFIG)
+    await run_checked(tb, first, "first run", expected=model.run(*first))
+    await run_checked(tb, second, "second run", expected=model.run(*second))
+    image, addr, length = generate(CONFIG, SEED + 90)
+    await run_checked(tb, (image, addr + 9, length), "PROG_ADDR + 9")
 
 
 @cocotb.test()

@@ -55,10 +55,11 @@ def test_random(name):
 @pytest.mark.verilator
 @pytest.mark.parametrize("name", _bench_params())
 def test_directed_errors_resets(name):
-    """Every instruction, every error code, AXI errors, soft and hard reset mid-program,
+    """Every instruction, state kept between runs, every error code, AXI errors, soft and
+    hard reset mid-program,
     the scoreboard's expected failure, and a small tiled GEMM."""
     run_accelerator_bench(name, testcase=[
-        "directed_instructions", "error_codes", "axi_errors", "soft_reset_mid_program",
+        "directed_instructions", "state_between_runs", "error_codes", "axi_errors", "soft_reset_mid_program",
         "reset_mid_transfer", "scoreboard_catches_corruption", "gemm"], env=_env(name, 0))
 
 

@@ -11,7 +11,8 @@ import numpy as np
 from ..isa import VectorOp, assemble, to_bytes
 from ..numerics import Activation
 
-__all__ = ["DATA", "WORDS", "OUT", "PROG", "directed_programs", "directed_image"]
+__all__ = ["DATA", "WORDS", "OUT", "PROG", "directed_programs", "directed_image",
+           "persistence_programs"]
 
 DATA, WORDS, OUT, PROG = 0x000, 0x200, 0x400, 0x800
 IMAGE_BYTES = 0x1000
@@ -129,3 +130,36 @@ def directed_programs(config, seed=0):
         out[name] = (image, PROG, len(words))
     return out
 
+
+
+def persistence_programs(config, seed=0):
+    """Two programs run back to back: the first fills the scratchpad, accumulator and
+    parameter buffer and preloads weights; the second only reads them (the model keeps
+    memories and weights between runs, and resets CONFIG registers at each START)."""
+    c = config
+    R, C = c.rows, c.cols
+    first = "\n".join([
+        "CONFIG reg=req_mult value=7",                       # must not survive the run
+        f"LOAD dest=sp n_rows={R} addr=0 length={C} stride={C} dram_addr={DATA}",
+        f"LOAD dest=sp n_rows=4 addr={R} length={R} stride={R} dram_addr={DATA + 64}",
+        _acc_rows(c, 4, flags=""),
+        f"LOAD dest=param n_rows=2 addr=0 length={C} stride={4 * C} dram_addr={WORDS + 64} "
+        "push_next",
+        "MATMUL preload=1 w_addr=0 pop_prev", "HALT"])
+    second = "\n".join([
+        f"MATMUL compute=1 n_rows=4 a_addr={R} c_addr=8 push_next",
+        f"STORE src=acc out_type=int32 n_rows=4 addr=0 length={C} stride={4 * C} "
+        f"dram_addr={OUT} pop_prev",
+        f"STORE src=acc out_type=int32 n_rows=4 addr=8 length={C} stride={4 * C} "
+        f"dram_addr={OUT + 16 * C}",
+        f"STORE src=acc out_type=int8 per_channel=1 param_addr=0 n_rows=4 addr=8 "
+        f"length={C} stride={C} dram_addr={OUT + 32 * C}",
+        f"STORE src=acc out_type=int8 n_rows=4 addr=8 length={C} stride={C} "
+        f"dram_addr={OUT + 36 * C}",
+        f"STORE src=sp out_type=int8 n_rows=4 addr={R} length={R} stride={R} "
+        f"dram_addr={OUT + 40 * C}", "HALT"])
+    out = []
+    for text in (first, second):
+        words = assemble(text)
+        out.append((directed_image(words, seed), PROG, len(words)))
+    return out
