@@ -12,6 +12,7 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from .multiplier import multiplier_factory
 from .pe import ACC_BITS, OSPE, WSPE
 
 __all__ = ["Grouping", "WSMesh", "OSMesh"]
@@ -59,6 +60,14 @@ class Grouping:
     def col_stages(self):
         """Tiles along a row (``G_c``)."""
         return self.col_stage(self.cols - 1) + 1
+
+
+def _mesh_factory(multiplier):
+    """The multiplier factory for one mesh: a kind that pairs products in shared blocks
+    (``ICE40Multiplier.pairing``) gets one pairing factory for all the mesh's PEs."""
+    factory = multiplier_factory(multiplier)
+    pairing = getattr(factory, "pairing", None)
+    return pairing() if pairing is not None else factory
 
 
 def _stage(m, value, boundary, name):
@@ -120,6 +129,7 @@ class WSMesh(wiring.Component):
         m = Module()
         g = self.grouping
         a_shape, w_shape = self._shapes
+        multiplier = _mesh_factory(self._multiplier)
         a = [[None] * g.cols for _ in range(g.rows)]
         swap = [[None] * g.cols for _ in range(g.rows)]
         for k in range(g.rows):
@@ -137,7 +147,7 @@ class WSMesh(wiring.Component):
                 w_valid = _stage(m, w_valid, edge, f"w_valid_{k}_{n}")
                 w_row = _stage(m, w_row, edge, f"w_row_{k}_{n}")
                 w_data = _stage(m, w_data, edge, f"w_data_{k}_{n}")
-                pe = WSPE(a_shape, w_shape, multiplier=self._multiplier)
+                pe = WSPE(a_shape, w_shape, multiplier=multiplier)
                 m.submodules[f"pe_{k}_{n}"] = pe
                 m.d.comb += [
                     pe.a.eq(a[k][n]),
@@ -200,6 +210,7 @@ class OSMesh(wiring.Component):
         m = Module()
         g = self.grouping
         a_shape, b_shape = self._shapes
+        multiplier = _mesh_factory(self._multiplier)
         pes = [[None] * g.cols for _ in range(g.rows)]
         for k in range(g.rows):
             a, valid, flush = self.a[k], self.valid[k], self.flush[k]
@@ -208,7 +219,7 @@ class OSMesh(wiring.Component):
                 a = _stage(m, a, edge, f"a_{k}_{n}")
                 valid = _stage(m, valid, edge, f"valid_{k}_{n}")
                 flush = _stage(m, flush, edge, f"flush_{k}_{n}")
-                pe = pes[k][n] = OSPE(a_shape, b_shape, multiplier=self._multiplier)
+                pe = pes[k][n] = OSPE(a_shape, b_shape, multiplier=multiplier)
                 m.submodules[f"pe_{k}_{n}"] = pe
                 m.d.comb += [pe.a.eq(a), pe.valid.eq(valid), pe.flush.eq(flush)]
         for n in range(g.cols):

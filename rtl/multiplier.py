@@ -7,22 +7,24 @@ platform can swap in a vendor DSP block without touching the array. Three kinds 
     Amaranth's ``*``; simulation and portable Verilog. Yosys still infers DSP blocks
     from it (``synth_ice40 -dsp``, ``synth_ecp5``).
 ``"ice40"``
-    Hook for the iCE40 ``SB_MAC16`` (two 8x8 products per block in dual mode).
+    The iCE40 ``SB_MAC16`` in its dual 8x8 mode: two independent products per block.
+    A mesh pairs its PEs' products through :meth:`ICE40Multiplier.pairing`, so 16 MACs
+    take 8 blocks. Off iCE40 (simulation, portable Verilog) the block is replaced by
+    :class:`SBMac16Dual`'s behavioral description of the same mode.
 ``"ecp5"``
     Hook for the ECP5 ``MULT18X18D`` (with its input/output registers).
 
-The vendor hooks currently elaborate to the generic product; the FPGA work replaces
-their ``elaborate`` with an instance of the primitive. Every multiplier is
+The ECP5 hook still elaborates to the generic product. Every multiplier is
 combinational (``latency == 0``) so far; a pipelined primitive must report its latency
 and the mesh must then move its pipeline registers accordingly.
 """
 
-from amaranth.hdl import Module, Shape
+from amaranth.hdl import Const, Instance, Module, Shape, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Multiplier", "ICE40Multiplier", "ECP5Multiplier", "MULTIPLIERS",
-           "multiplier_factory"]
+__all__ = ["Multiplier", "ICE40Multiplier", "ECP5Multiplier", "SBMac16Dual", "MULTIPLIERS",
+           "multiplier_factory", "is_ice40"]
 
 
 def _product_shape(a_shape, b_shape):
@@ -79,11 +81,140 @@ class Multiplier(wiring.Component):
         return m
 
 
+def is_ice40(platform):
+    """Whether ``platform`` builds for an iCE40 device (its ``device`` names one)."""
+    return str(getattr(platform, "device", "")).lower().startswith("ice40")
+
+
+class SBMac16Dual(wiring.Component):
+    """One ``SB_MAC16`` in dual 8x8 mode, combinational: ``o[16:32] = a[8:16] * b[8:16]``
+    and ``o[0:16] = a[0:8] * b[0:8]``, each product taken modulo ``2**16``.
+
+    On an iCE40 platform (:func:`is_ice40`) it instantiates the primitive with
+    ``MODE_8x8``, no input, product or output registers, ``TOPOUTPUT_SELECT`` and
+    ``BOTOUTPUT_SELECT`` on the 8x8 products; on any other platform (or none) it is a
+    behavioral description of that mode: the bytes are sign-extended when ``a_signed``
+    / ``b_signed``, else zero-extended, and multiplied.
+
+    Parameters
+    ----------
+    a_signed, b_signed : bool
+        Signedness of the bytes of ``a`` and ``b`` (the primitive's ``A_SIGNED`` and
+        ``B_SIGNED``; the same for both halves).
+
+    Members
+    -------
+    a, b : In(16)
+        Two bytes each: high bytes for the top product, low bytes for the bottom one.
+    o : Out(32)
+        Top product in the high half, bottom product in the low half.
+    """
+
+    a: In(16)
+    b: In(16)
+    o: Out(32)
+
+    def __init__(self, *, a_signed, b_signed):
+        for name, value in (("a_signed", a_signed), ("b_signed", b_signed)):
+            if not isinstance(value, bool):
+                raise TypeError(f"SBMac16Dual {name} must be a bool, not {value!r}")
+        self.a_signed, self.b_signed = a_signed, b_signed
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        if is_ice40(platform):
+            zero = Const(0, 1)
+            m.submodules.mac = Instance(
+                "SB_MAC16",
+                p_MODE_8x8=Const(1, 1), p_A_SIGNED=Const(int(self.a_signed), 1),
+                p_B_SIGNED=Const(int(self.b_signed), 1),
+                p_TOPOUTPUT_SELECT=Const(0b10, 2), p_BOTOUTPUT_SELECT=Const(0b10, 2),
+                p_A_REG=zero, p_B_REG=zero, p_C_REG=zero, p_D_REG=zero,
+                p_TOP_8x8_MULT_REG=zero, p_BOT_8x8_MULT_REG=zero,
+                p_PIPELINE_16x16_MULT_REG1=zero, p_PIPELINE_16x16_MULT_REG2=zero,
+                i_CLK=zero, i_CE=zero, i_A=self.a, i_B=self.b,
+                i_C=Const(0, 16), i_D=Const(0, 16),
+                i_AHOLD=zero, i_BHOLD=zero, i_CHOLD=zero, i_DHOLD=zero,
+                i_IRSTTOP=zero, i_IRSTBOT=zero, i_ORSTTOP=zero, i_ORSTBOT=zero,
+                i_OLOADTOP=zero, i_OLOADBOT=zero, i_ADDSUBTOP=zero, i_ADDSUBBOT=zero,
+                i_OHOLDTOP=zero, i_OHOLDBOT=zero, i_CI=zero, i_ACCUMCI=zero,
+                i_SIGNEXTIN=zero, o_O=self.o)
+            return m
+        for half in range(2):
+            x, y = self.a[8 * half:8 * half + 8], self.b[8 * half:8 * half + 8]
+            x = x.as_signed() if self.a_signed else x
+            y = y.as_signed() if self.b_signed else y
+            m.d.comb += self.o[16 * half:16 * half + 16].eq(x * y)
+        return m
+
+
 class ICE40Multiplier(Multiplier):
-    """iCE40 ``SB_MAC16`` hook (dual 8x8 mode); generic product until the FPGA work
-    instantiates the block."""
+    """iCE40 multiplier: one 8x8 half of an ``SB_MAC16`` (:class:`SBMac16Dual`).
+
+    Built alone, a multiplier owns a block and uses its bottom half. Multipliers built
+    by one :meth:`pairing` factory share blocks two by two: the first of a pair (the
+    host) owns the block and computes the second's product in the top half. Factors
+    are at most 8 bits wide; narrower ones are extended by their signedness.
+    """
 
     kind = "ice40"
+
+    def __init__(self, a_shape, b_shape):
+        super().__init__(a_shape, b_shape)
+        for name, shape in (("a_shape", a_shape), ("b_shape", b_shape)):
+            if Shape.cast(shape).width > 8:
+                raise ValueError(f"ICE40Multiplier {name} must be at most 8 bits wide, "
+                                 f"not {Shape.cast(shape).width}")
+        self.signedness = (Shape.cast(a_shape).signed, Shape.cast(b_shape).signed)
+        self._guest = None      # the multiplier whose product is our block's top half
+        self._host = None       # the multiplier whose block computes our product
+        self._top = None
+
+    def share(self, guest):
+        """Compute ``guest``'s product in the top half of this multiplier's block."""
+        if not isinstance(guest, ICE40Multiplier):
+            raise TypeError(f"ICE40Multiplier can share its block only with an "
+                            f"ICE40Multiplier, not {guest!r}")
+        if self._guest is not None or self._host is not None or guest._host is not None \
+                or guest._guest is not None:
+            raise ValueError("ICE40Multiplier shares its block with one multiplier at most")
+        if guest.signedness != self.signedness:
+            raise ValueError(f"ICE40Multiplier can share its block only with factors of the "
+                             f"same signedness, not {guest.signedness} with {self.signedness}")
+        self._guest, guest._host = guest, self
+        self._top = Signal(16, name="top_product")
+
+    @classmethod
+    def pairing(cls):
+        """A factory ``(a_shape, b_shape) -> ICE40Multiplier`` that pairs the multipliers
+        it builds, in order, two per block (a multiplier whose factors' signedness
+        differs from the open one's starts a new block)."""
+        pending = []
+
+        def factory(a_shape, b_shape):
+            mul = cls(a_shape, b_shape)
+            if pending and pending[0].signedness == mul.signedness:
+                pending.pop().share(mul)
+            else:
+                pending[:] = [mul]
+            return mul
+
+        factory.kind = cls.kind
+        return factory
+
+    def elaborate(self, platform):
+        m = Module()
+        if self._host is not None:
+            m.d.comb += self.p.eq(self._host._top)
+            return m
+        a_signed, b_signed = self.signedness
+        m.submodules.mac = mac = SBMac16Dual(a_signed=a_signed, b_signed=b_signed)
+        m.d.comb += [mac.a[:8].eq(self.a), mac.b[:8].eq(self.b), self.p.eq(mac.o[:16])]
+        if self._guest is not None:
+            g = self._guest
+            m.d.comb += [mac.a[8:].eq(g.a), mac.b[8:].eq(g.b), self._top.eq(mac.o[16:])]
+        return m
 
 
 class ECP5Multiplier(Multiplier):

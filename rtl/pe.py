@@ -61,7 +61,9 @@ class WSPE(wiring.Component):
     def __init__(self, a_shape, w_shape, *, multiplier="generic"):
         _check_shape("WSPE", "a_shape", a_shape)
         _check_shape("WSPE", "w_shape", w_shape)
-        self._multiplier = multiplier_factory(multiplier)
+        # built here rather than in elaborate, so a pairing factory sees every PE of a mesh
+        # before any of them is elaborated
+        self._mul = multiplier_factory(multiplier)(a_shape, w_shape)
         super().__init__({
             "a": In(a_shape),
             "psum_in": In(signed(ACC_BITS)),
@@ -76,7 +78,7 @@ class WSPE(wiring.Component):
         m = Module()
         shadow = Signal.like(self.w_data, name="shadow")
         active = Signal.like(self.w_data, name="active")
-        m.submodules.mul = mul = self._multiplier(self.a.shape(), self.w_data.shape())
+        m.submodules.mul = mul = self._mul
         with m.If(self.w_load):
             m.d.sync += shadow.eq(self.w_data)
         with m.If(self.swap):
@@ -125,7 +127,7 @@ class OSPE(wiring.Component):
     def __init__(self, a_shape, b_shape, *, multiplier="generic"):
         _check_shape("OSPE", "a_shape", a_shape)
         _check_shape("OSPE", "b_shape", b_shape)
-        self._multiplier = multiplier_factory(multiplier)
+        self._mul = multiplier_factory(multiplier)(a_shape, b_shape)
         super().__init__({
             "a": In(a_shape),
             "b": In(b_shape),
@@ -138,7 +140,7 @@ class OSPE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mul = mul = self._multiplier(self.a.shape(), self.b.shape())
+        m.submodules.mul = mul = self._mul
         m.d.comb += [mul.a.eq(self.a), mul.b.eq(self.b)]
         base = Mux(self.flush, 0, self.acc)
         m.d.sync += self.acc.eq(base + Mux(self.valid, mul.p, 0))

@@ -12,6 +12,8 @@ from systolic.rtl.multiplier import (
     ECP5Multiplier,
     ICE40Multiplier,
     Multiplier,
+    SBMac16Dual,
+    is_ice40,
     multiplier_factory,
 )
 from systolic.rtl.pe import OSPE, WSPE
@@ -153,3 +155,83 @@ def test_os_pe_accumulates_and_drains(a_shape, b_shape):
             acc = (0 if flush else acc) + (a * b if valid else 0)
             acc = (acc + (1 << 31)) % (1 << 32) - (1 << 31)
     simulate(dut, testbench)
+
+
+# -- the iCE40 SB_MAC16 in dual 8x8 mode -----------------------------------------------------
+
+
+def _mac_operands(a_signed, b_signed, rng, count):
+    """Byte pairs for both halves: every corner, then random ones."""
+    def byte_values(is_signed):
+        return [-128, -1, 0, 1, 127] if is_signed else [0, 1, 127, 128, 255]
+    corners = list(itertools.product(byte_values(a_signed), byte_values(b_signed)))
+    lo_a = -128 if a_signed else 0
+    lo_b = -128 if b_signed else 0
+    rand = [(int(x), int(y)) for x, y in zip(rng.integers(lo_a, lo_a + 256, count),
+                                              rng.integers(lo_b, lo_b + 256, count), strict=True)]
+    return corners + rand
+
+
+@pytest.mark.parametrize("a_signed,b_signed", list(itertools.product([True, False], repeat=2)))
+def test_sbmac16_dual_model_matches_product(a_signed, b_signed):
+    """The behavioral model gives both 8x8 products exactly (as 16-bit two's complement)."""
+    dut = SBMac16Dual(a_signed=a_signed, b_signed=b_signed)
+    rng = np.random.default_rng(int(a_signed) * 2 + int(b_signed))
+    lows = _mac_operands(a_signed, b_signed, rng, 400)
+    highs = lows[::-1]
+
+    async def testbench(ctx):
+        for (a0, b0), (a1, b1) in zip(lows, highs, strict=True):
+            ctx.set(dut.a, (a0 & 0xFF) | (a1 & 0xFF) << 8)
+            ctx.set(dut.b, (b0 & 0xFF) | (b1 & 0xFF) << 8)
+            o = ctx.get(dut.o)
+            assert o & 0xFFFF == (a0 * b0) & 0xFFFF, (a0, b0)
+            assert o >> 16 == (a1 * b1) & 0xFFFF, (a1, b1)
+    simulate(dut, testbench, clock=False)
+
+
+def test_ice40_pairs_share_blocks_and_stay_exact():
+    """Four multipliers from one pairing factory make two blocks; mixed signedness starts
+    a new block; every product is exact, whatever the factor widths."""
+    factory = ICE40Multiplier.pairing()
+    assert factory.kind == "ice40"
+    shapes = [(signed(8), signed(8)), (signed(8), signed(8)), (unsigned(8), signed(8)),
+              (signed(8), signed(8)), (signed(3), unsigned(5)), (signed(5), unsigned(2))]
+    muls = [factory(a, b) for a, b in shapes]
+    hosts = [m for m in muls if m._host is None]
+    assert [m._guest is not None for m in hosts] == [True, False, False, True]
+    assert muls[1]._host is muls[0] and muls[5]._host is muls[4]
+
+    from amaranth.hdl import Module
+    top = Module()
+    for i, mul in enumerate(muls):
+        top.submodules[f"m{i}"] = mul
+    rng = np.random.default_rng(7)
+    samples = [[(int(rng.choice(values(a))), int(rng.choice(values(b)))) for a, b in shapes]
+               for _ in range(200)]
+
+    async def testbench(ctx):
+        for row in samples:
+            for mul, (a, b) in zip(muls, row, strict=True):
+                ctx.set(mul.a, a)
+                ctx.set(mul.b, b)
+            for mul, (a, b) in zip(muls, row, strict=True):
+                assert ctx.get(mul.p) == a * b, (a, b)
+    simulate(top, testbench, clock=False)
+
+
+def test_ice40_multiplier_bad_arguments():
+    with pytest.raises(ValueError, match=r"^ICE40Multiplier a_shape must be at most 8 bits "
+                                         r"wide, not 9$"):
+        ICE40Multiplier(signed(9), signed(8))
+    with pytest.raises(TypeError, match=r"^SBMac16Dual a_signed must be a bool, not 1$"):
+        SBMac16Dual(a_signed=1, b_signed=True)
+    host = ICE40Multiplier(signed(8), signed(8))
+    with pytest.raises(ValueError, match=r"same signedness"):
+        host.share(ICE40Multiplier(unsigned(8), signed(8)))
+    host.share(ICE40Multiplier(signed(8), signed(8)))
+    with pytest.raises(ValueError, match=r"^ICE40Multiplier shares its block with one "
+                                         r"multiplier at most$"):
+        host.share(ICE40Multiplier(signed(8), signed(8)))
+    assert is_ice40(type("P", (), {"device": "iCE40UP5K"})())
+    assert not is_ice40(None) and not is_ice40(type("P", (), {"device": "LFE5U-85F"})())
