@@ -245,8 +245,9 @@ def check_run(expected, memory, csrs, *, image=None, what="program"):
 
     Error code and index always; after an AXI error nothing else (memory is then
     implementation-defined); otherwise system memory byte for byte, STATUS (done, error,
-    accumulator overflow) and, with perf counters, instructions retired.
-    Raises :class:`ScoreboardError` with the first differences.
+    accumulator overflow) and, with perf counters, instructions retired and MAC-busy
+    cycles (one per input row the array accepted). Raises :class:`ScoreboardError` with
+    the first differences.
     """
     from systolic.isa import ErrorCode
 
@@ -276,7 +277,13 @@ def check_run(expected, memory, csrs, *, image=None, what="program"):
         if overflow != expected.acc_overflow:
             problems.append(f"STATUS.ACC_OVERFLOW is {int(overflow)}, expected "
                             f"{int(expected.acc_overflow)}")
-        if expected.ok and "PERF_INSTRET" in csrs and csrs["PERF_INSTRET"] != expected.retired:
-            problems.append(f"PERF_INSTRET {csrs['PERF_INSTRET']}, expected {expected.retired}")
+        if expected.ok and "PERF_INSTRET" in csrs:
+            if csrs["PERF_INSTRET"] != expected.retired:
+                problems.append(f"PERF_INSTRET {csrs['PERF_INSTRET']}, expected "
+                                f"{expected.retired}")
+            macs_per_row = (csrs["CONFIG0"] & 0xFF) * (csrs["CONFIG0"] >> 8 & 0xFF)
+            if csrs["PERF_MAC_BUSY"] * macs_per_row != expected.macs:
+                problems.append(f"PERF_MAC_BUSY {csrs['PERF_MAC_BUSY']}, expected "
+                                f"{expected.macs // macs_per_row} input rows")
     if problems:
         raise ScoreboardError(f"{what}: " + "; ".join(problems))
