@@ -206,3 +206,38 @@ def test_tiny_errors_match_model(source, code, index):
     _, csrs = run_top(config, program, mem)
     assert (csrs["ERROR_CODE"], csrs["ERROR_INDEX"]) == (code.value, index)
     assert csrs["STATUS"] & 0b111 == 0b110
+
+
+BACK_TO_BACK = """
+load dest=sp n_rows=64 length=8 addr=0 stride=8 dram_addr=0x000              # inputs, bank 0
+load dest=sp n_rows=32 length=8 addr=2048 stride=8 dram_addr=0x200 push_next  # weights, bank 1
+matmul preload=1 w_addr=2048 pop_prev
+matmul compute=1 n_rows=32 a_addr=0 c_addr=0 preload=1 w_addr=2056
+matmul compute=1 accumulate=1 n_rows=32 a_addr=32 c_addr=0 preload=1 w_addr=2064
+matmul compute=1 accumulate=1 n_rows=32 a_addr=16 c_addr=0 preload=1 w_addr=2072
+matmul compute=1 accumulate=1 n_rows=32 a_addr=8 c_addr=0 push_next
+store n_rows=32 length=8 addr=0 stride=32 out_type=int32 dram_addr=0xC00 pop_prev
+halt
+"""
+
+
+def test_default_back_to_back_matmuls_match_model():
+    """Four 32-row MATMULs that each preload the next tile, on the default preset: the
+    results match the golden model and the array takes all 128 rows."""
+    config = preset("default")
+    program = assemble(BACK_TO_BACK)
+    rng = np.random.default_rng(12)
+    mem = bytearray(MEM_BYTES)
+    mem[0x000:0x200] = rng.integers(0, 256, 0x200, dtype=np.uint8).tobytes()
+    mem[0x200:0x300] = rng.integers(0, 256, 0x100, dtype=np.uint8).tobytes()
+    image = bytearray(mem)
+    image[PROG_ADDR:PROG_ADDR + 16 * len(program)] = to_bytes(program)
+    want = GoldenModel(config).run(image, PROG_ADDR, len(program))
+    assert want.ok and not want.races
+    got, csrs = run_top(config, program, mem)
+    print(f"default, 4 back-to-back MATMULs of 32 rows: {csrs['PERF_CYCLES']} cycles, "
+          f"MAC busy {csrs['PERF_MAC_BUSY']}")
+    assert csrs["ERROR_CODE"] == 0 and csrs["STATUS"] & 0b111 == 0b010
+    assert csrs["PERF_MAC_BUSY"] == 4 * 32
+    assert bytes(got) == want.memory.tobytes()
+    assert want.memory[0xC00:0x1000].any()
