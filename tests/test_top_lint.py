@@ -62,7 +62,10 @@ def _synth(name, family):
     return stat, counts
 
 
+# The iCE40 board build in tests/test_fpga_build.py synthesizes this top (with the bridge)
+# in every `make test`; these standalone runs are long and belong to `make test-long`.
 @pytest.mark.fpga
+@pytest.mark.slow
 def test_synth_ice40_icebreaker():
     stat, counts = _synth("icebreaker", "ice40")
     luts = counts.get("SB_LUT4", 0)
@@ -74,6 +77,7 @@ def test_synth_ice40_icebreaker():
 
 
 @pytest.mark.fpga
+@pytest.mark.slow
 def test_synth_ecp5_ulx3s():
     stat, counts = _synth("ulx3s", "ecp5")
     luts = counts.get("LUT4", 0)
