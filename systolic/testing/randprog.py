@@ -122,9 +122,6 @@ class _Node:
     def instr(self):
         return Instruction(self.op, self.fields, **{f: True for f in self.flags})
 
-    def queue(self):
-        return _queue(self.op, self.fields)
-
 
 def _queue(op, fields):
     if op is Opcode.LOAD:
@@ -444,7 +441,7 @@ def _tasks(gen, n_slots, max_tasks):
         if r >= 0:
             _release(gen, queues, ends[r], n_slots)
         gen.cost += sum(n.cost for n in loads + execs + stores)
-    return queues, len(ends)
+    return queues
 
 
 def _release(gen, queues, store_last, n_slots):
@@ -531,7 +528,7 @@ def generate(config, seed, *, budget=DEFAULT_BUDGET, max_tasks=12, error=None,
         raise ValueError(f"random programs need dataflow 'ws', not {config.dataflow!r}")
     gen = _Generator(config, seed, budget)
     n_slots = gen.randint(1, 3)
-    queues, _ = _tasks(gen, n_slots, gen.randint(1, max_tasks))
+    queues = _tasks(gen, n_slots, gen.randint(1, max_tasks))
     nodes = _merge(gen, queues)
     words = [encode(n.instr()) for n in nodes] + [encode(Instruction(Opcode.HALT, {}))]
     cost = gen.cost
