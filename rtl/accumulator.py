@@ -56,7 +56,9 @@ class Accumulator(wiring.Component):
     A global row address is ``bank * acc_depth + row`` (the bank is the high bit), so the
     controller ping-pongs by flipping that bit: MATMUL accumulates into one bank while
     STORE drains the other, both at full rate. Each bank is one 1R1W
-    :class:`~amaranth.lib.memory.Memory` with its own two-stage write pipeline.
+    :class:`~amaranth.lib.memory.Memory` whose read port is transparent for its write
+    port (that is the forwarding below). Every accepted write is registered per writer;
+    the one add-and-saturate stage belongs to ``array_w``, the only accumulating writer.
 
     Writes (one per bank per cycle; fixed priority ``array_w`` > ``vec_w`` > ``load_w``):
 
@@ -82,6 +84,10 @@ class Accumulator(wiring.Component):
     pipeline); a write accepted in the same cycle ``t`` is not seen.
 
     Addresses beyond the banks cannot occur (the address is exactly bank bit + row).
+
+    Without a vector unit (``config.vector_unit`` false) ``vec_w``, ``vec_rd_a`` and
+    ``vec_rd_b`` keep their signatures but have no logic: they are never granted
+    (``ready`` low) and their ``valid`` and ``data`` stay 0.
 
     Parameters
     ----------
@@ -119,102 +125,120 @@ class Accumulator(wiring.Component):
             "overflow_clear": In(1),
             "busy": Out(config.acc_banks),
         })
+        vec = ("vec_w", "vec_rd_a", "vec_rd_b")
+        #: The ports with logic behind them; without a vector unit its ports stay unused.
+        self.active_writers = tuple(n for n in self.WRITE_PORTS
+                                    if config.vector_unit or n not in vec)
+        self.active_readers = tuple(n for n in self.READ_PORTS
+                                    if config.vector_unit or n not in vec)
 
     def elaborate(self, platform):
         cfg = self.config
         cols = cfg.cols
         m = Module()
         rb = ceil_log2(cfg.acc_depth)
+        banks = range(cfg.acc_banks)
         row_layout = data.ArrayLayout(signed(32), cols)
-        writers = [getattr(self, n) for n in self.WRITE_PORTS]
-        readers = [getattr(self, n) for n in self.READ_PORTS]
-        read_grants = [[] for _ in readers]
-        write_grants = [[] for _ in writers]
-        bank_rdata = []
-        overflow_now = []
+        writer_names = self.active_writers
+        reader_names = self.active_readers
+        writers = [getattr(self, n) for n in writer_names]
+        readers = [getattr(self, n) for n in reader_names]
 
-        for b in range(cfg.acc_banks):
+        def bank_of(addr):
+            return addr[rb:]
+
+        mems = []
+        for b in banks:
             mem = Memory(shape=unsigned(32 * cols), depth=cfg.acc_depth, init=[])
             m.submodules[f"bank{b}"] = mem
             wp = mem.write_port()
-            rp = mem.read_port()
+            # Transparent for its own write port: a read in the cycle a row is committed
+            # returns the committed row (the forwarding of back-to-back writes).
+            rp = mem.read_port(transparent_for=(wp,))
+            mems.append((wp, rp))
 
-            # Stage 0: pick a writer, and the reader of the bank's read port.
-            s0_en = Signal(name=f"bank{b}_s0_en")
-            s0_row = Signal(rb, name=f"bank{b}_s0_row")
-            s0_data = Signal(row_layout, name=f"bank{b}_s0_data")
-            s0_acc = Signal(name=f"bank{b}_s0_acc")
-            taken = 0
-            for i, port in enumerate(writers):
-                name = self.WRITE_PORTS[i]
-                want = Signal(name=f"bank{b}_{name}_want")
-                grant = Signal(name=f"bank{b}_{name}_grant")
-                m.d.comb += [want.eq(port.en & (port.addr[rb:] == b)), grant.eq(want & ~taken)]
-                write_grants[i].append(grant)
-                acc = port.accumulate if hasattr(port, "accumulate") else 0
-                with m.If(grant):
-                    m.d.comb += [s0_en.eq(1), s0_row.eq(port.addr[:rb]),
-                                 s0_data.eq(port.data), s0_acc.eq(acc)]
-                taken = taken | want
-
-            rd_addr = Signal(rb, name=f"bank{b}_rd_addr")
-            rd_en = Signal(name=f"bank{b}_rd_en")
-            m.d.comb += [rd_addr.eq(s0_row), rd_en.eq(s0_en & s0_acc)]
-            busy = s0_en & s0_acc
-            for i, port in enumerate(readers):
-                name = self.READ_PORTS[i]
-                want = Signal(name=f"bank{b}_{name}_want")
-                grant = Signal(name=f"bank{b}_{name}_grant")
-                m.d.comb += [want.eq(port.en & (port.addr[rb:] == b)), grant.eq(want & ~busy)]
-                read_grants[i].append(grant)
-                with m.If(grant):
-                    m.d.comb += [rd_addr.eq(port.addr[:rb]), rd_en.eq(1)]
-                busy = busy | want
-            m.d.comb += [rp.addr.eq(rd_addr), rp.en.eq(rd_en)]
-
-            # Stage 1: add (or not) and commit; forward the committed row to the read
-            # issued in the same cycle, which the memory would answer with the old row.
-            s1_en = Signal(name=f"bank{b}_s1_en")
-            s1_row = Signal(rb, name=f"bank{b}_s1_row")
-            s1_data = Signal(row_layout, name=f"bank{b}_s1_data")
-            s1_acc = Signal(name=f"bank{b}_s1_acc")
-            m.d.sync += [s1_en.eq(s0_en), s1_row.eq(s0_row), s1_data.eq(s0_data),
-                         s1_acc.eq(s0_acc)]
-            result = Signal(row_layout, name=f"bank{b}_result")
-            fwd_hit = Signal(name=f"bank{b}_fwd_hit")
-            fwd_row = Signal(row_layout, name=f"bank{b}_fwd_row")
-            with m.If(rd_en):
-                m.d.sync += [fwd_hit.eq(s1_en & (s1_row == rd_addr)), fwd_row.eq(result)]
-            old = Signal(row_layout, name=f"bank{b}_old")
-            m.d.comb += old.eq(Mux(fwd_hit, fwd_row.as_value(), rp.data))
-            bank_rdata.append(old)
-
-            sat = []
-            for c in range(cols):
-                total = Signal(signed(33), name=f"bank{b}_sum{c}")
-                m.d.comb += total.eq(old[c] + s1_data[c])
-                hi = total > INT32_MAX
-                lo = total < INT32_MIN
-                sat.append(hi | lo)
-                m.d.comb += result[c].eq(
-                    Mux(~s1_acc, s1_data[c], Mux(hi, INT32_MAX, Mux(lo, INT32_MIN, total))))
-            overflow_now.append(s1_en & s1_acc & Cat(*sat).any())
-            m.d.comb += [wp.en.eq(s1_en), wp.addr.eq(s1_row), wp.data.eq(result),
-                         self.busy[b].eq(s1_en)]
-
-        for i, port in enumerate(writers):
+        # Stage 0: one write per bank per cycle, by priority. Every accepted write is
+        # registered per writer (not per bank): each writer targets one bank at a time.
+        taken = [0 for _ in banks]
+        stage1 = []
+        for name, port in zip(writer_names, writers, strict=True):
+            grant = Signal(name=f"{name}_grant")
+            m.d.comb += grant.eq(port.en & ~Cat(*(
+                t & (bank_of(port.addr) == b) for b, t in zip(banks, taken, strict=True))).any())
+            taken = [t | (port.en & (bank_of(port.addr) == b))
+                     for b, t in zip(banks, taken, strict=True)]
             if hasattr(port, "ready"):
-                m.d.comb += port.ready.eq(Cat(*write_grants[i]).any())
-        for i, port in enumerate(readers):
-            m.d.comb += port.ready.eq(Cat(*read_grants[i]).any())
-            bank_q = Signal(range(cfg.acc_banks), name=f"{self.READ_PORTS[i]}_bank")
-            m.d.sync += port.valid.eq(port.en & port.ready)
-            with m.If(port.en & port.ready):
-                m.d.sync += bank_q.eq(port.addr[rb:])
-            m.d.comb += port.data.eq(
-                Mux(bank_q, bank_rdata[1].as_value(), bank_rdata[0].as_value()))
+                m.d.comb += port.ready.eq(grant)
+            q_en = Signal(name=f"{name}_q_en")
+            q_addr = Signal.like(port.addr, name=f"{name}_q_addr")
+            q_data = Signal(row_layout, name=f"{name}_q_data")
+            m.d.sync += q_en.eq(grant)
+            with m.If(grant):
+                m.d.sync += [q_addr.eq(port.addr), q_data.eq(port.data)]
+            stage1.append((q_en, q_addr, q_data))
 
-        with m.If(Cat(*overflow_now).any()):
+        # The array's accumulating write reads its row in stage 0; the bank's read port is
+        # then not free for the clients.
+        arr = self.array_w
+        arr_read = arr.en & arr.accumulate
+        arr_acc = Signal()
+        m.d.sync += arr_acc.eq(arr_read)
+
+        read_taken = [arr_read & (bank_of(arr.addr) == b) for b in banks]
+        read_addr = [Mux(read_taken[b], arr.addr[:rb], 0) for b in banks]
+        read_en = list(read_taken)
+        for name, port in zip(reader_names, readers, strict=True):
+            want = [port.en & (bank_of(port.addr) == b) for b in banks]
+            grant = Signal(name=f"{name}_grant")
+            m.d.comb += grant.eq(port.en & ~Cat(*(
+                w & t for w, t in zip(want, read_taken, strict=True))).any())
+            m.d.comb += port.ready.eq(grant)
+            for b in banks:
+                read_addr[b] = Mux(want[b] & ~read_taken[b], port.addr[:rb], read_addr[b])
+                read_en[b] = read_en[b] | want[b]
+            read_taken = [t | w for t, w in zip(read_taken, want, strict=True)]
+            bank_q = Signal(range(cfg.acc_banks), name=f"{name}_bank")
+            m.d.sync += port.valid.eq(grant)
+            with m.If(grant):
+                m.d.sync += bank_q.eq(bank_of(port.addr))
+            m.d.comb += port.data.eq(
+                Mux(bank_q, mems[1][1].data, mems[0][1].data))
+        for b in banks:
+            m.d.comb += [mems[b][1].addr.eq(read_addr[b]), mems[b][1].en.eq(read_en[b])]
+        # Ports of an absent vector unit: never granted, never valid (outputs stay 0).
+
+        # Stage 1: one shared add-and-saturate for the array's row (only the array
+        # accumulates, into one bank per cycle); the old row comes from its bank's port.
+        a_en, a_addr, a_data = stage1[0]
+        old = Signal(row_layout)
+        m.d.comb += old.eq(Mux(arr_acc, Mux(bank_of(a_addr), mems[1][1].data,
+                                            mems[0][1].data), 0))
+        result = Signal(row_layout)
+        sat = []
+        for c in range(cols):
+            total = Signal(signed(33), name=f"sum{c}")
+            m.d.comb += total.eq(old[c] + a_data[c])
+            hi = total[31:] == 0b01
+            lo = total[31:] == 0b10
+            sat.append(hi | lo)
+            m.d.comb += result[c].eq(Mux(hi, INT32_MAX, Mux(lo, INT32_MIN, total)))
+        overflow_now = a_en & arr_acc & Cat(*sat).any()
+
+        for b in banks:
+            wp = mems[b][0]
+            commit = 0
+            wdata = 0
+            waddr = 0
+            for i, (q_en, q_addr, q_data) in enumerate(reversed(stage1)):
+                hit = q_en & (bank_of(q_addr) == b)
+                value = result if i == len(stage1) - 1 else q_data
+                wdata = Mux(hit, value.as_value(), wdata)
+                waddr = Mux(hit, q_addr[:rb], waddr)
+                commit = commit | hit
+            m.d.comb += [wp.en.eq(commit), wp.addr.eq(waddr), wp.data.eq(wdata),
+                         self.busy[b].eq(commit)]
+
+        with m.If(overflow_now):
             m.d.sync += self.overflow.eq(1)
         with m.Elif(self.overflow_clear):
             m.d.sync += self.overflow.eq(0)

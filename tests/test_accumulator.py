@@ -5,10 +5,10 @@ import pytest
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from systolic.rtl.accumulator import Accumulator
 
 from systolic.config import AcceleratorConfig
 from systolic.numerics import INT32_MAX, INT32_MIN, sat32
+from systolic.rtl.accumulator import Accumulator
 
 WRITERS = Accumulator.WRITE_PORTS
 READERS = Accumulator.READ_PORTS
@@ -290,3 +290,36 @@ def test_scoreboard_catches_one_corrupted_value():
     run_schedule(cfg, schedule)
     with pytest.raises(AssertionError, match="read .* expected"):
         run_schedule(cfg, schedule, corrupt_read=20)
+
+
+def test_without_vector_unit_matches_model_and_ignores_vector_ports():
+    """``vector_unit=False`` keeps the vector ports but never grants them; the array,
+    LOAD and STORE traffic still follows the model cycle by cycle."""
+    cfg = make_config().replace(vector_unit=False)
+    vec = ("vec_w", "vec_rd_a", "vec_rd_b")
+    schedule = [{k: v for k, v in req.items() if k not in vec}
+                for req in random_schedule(cfg, np.random.default_rng(4), 600)]
+    _, responses = run_schedule(cfg, schedule)
+    assert len(responses) > 50
+
+    dut = Accumulator(config=cfg)
+    seen = []
+
+    async def bench(ctx):
+        for port in (dut.vec_rd_a, dut.vec_rd_b):
+            ctx.set(port.en, 1)
+            ctx.set(port.addr, 1)
+        ctx.set(dut.vec_w.en, 1)
+        ctx.set(dut.vec_w.addr, 1)
+        ctx.set(dut.vec_w.data, row_of(cfg, 5))
+        for _ in range(3):
+            _, _, *vals = await ctx.tick().sample(
+                dut.vec_w.ready, dut.vec_rd_a.ready, dut.vec_rd_b.ready,
+                dut.vec_rd_a.valid, dut.vec_rd_b.valid, dut.busy)
+            seen.append(tuple(int(v) for v in vals))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [(0, 0, 0, 0, 0, 0)] * 3
