@@ -55,7 +55,7 @@ class ExecUnit(wiring.Component):
     config : AcceleratorConfig
         ``dataflow`` must be ``"ws"``; ``pipeline_every`` sets the array's latency.
     multiplier : str or callable
-        The array's multiplier primitive (see :func:`systolic.rtl.multiplier`).
+        The array's multiplier primitive (:mod:`systolic.rtl.multiplier`).
 
     Attributes
     ----------

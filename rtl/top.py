@@ -28,10 +28,13 @@ class Core(wiring.Component):
     Parameters
     ----------
     config : AcceleratorConfig
+    multiplier : str or callable
+        The systolic array's multiplier primitive (:mod:`systolic.rtl.multiplier`).
     """
 
-    def __init__(self, *, config):
+    def __init__(self, *, config, multiplier="generic"):
         self.config = config
+        self.multiplier = multiplier
         super().__init__({
             "bus": Out(axi.AXI4Signature.from_config(config)),
             "start": In(1),
@@ -54,7 +57,7 @@ class Core(wiring.Component):
         m.submodules.acc = acc = Accumulator(config=c)
         m.submodules.pp = pp = PostProcessor(config=c)
         m.submodules.lu = lu = LoadUnit(config=c)
-        m.submodules.xu = xu = ExecUnit(config=c)
+        m.submodules.xu = xu = ExecUnit(config=c, multiplier=self.multiplier)
         m.submodules.su = su = StoreUnit(config=c, pp_signature=pp.signature)
 
         wiring.connect(m, wiring.flipped(self.bus), dma.bus)
@@ -142,15 +145,19 @@ class Accelerator(wiring.Component):
     ----------
     config : AcceleratorConfig
         Must have ``dataflow="ws"``.
+    multiplier : str or callable
+        The systolic array's multiplier primitive: ``"generic"`` (Amaranth ``*``),
+        ``"ice40"``, ``"ecp5"`` or a factory (:mod:`systolic.rtl.multiplier`).
     """
 
-    def __init__(self, config):
+    def __init__(self, config, *, multiplier="generic"):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"Accelerator config must be an AcceleratorConfig, not {config!r}")
         if config.dataflow != "ws":
             raise ValueError(f"Accelerator supports dataflow 'ws' only (the ISA has no "
                              f"output-stationary mode yet), not {config.dataflow!r}")
         self.config = config
+        self.multiplier = multiplier
         self._axi = Out(axi.AXI4Signature.from_config(config))
         self._axil = In(axi.AXI4LiteSignature(addr_width=CSR_ADDR_WIDTH, data_width=32))
         super().__init__({
@@ -164,7 +171,8 @@ class Accelerator(wiring.Component):
         m = Module()
         m.submodules.csr = csr = CsrBlock(config=c)
         core_reset = Signal()
-        m.submodules.core = core = ResetInserter(core_reset)(Core(config=c))
+        m.submodules.core = core = ResetInserter(core_reset)(
+            Core(config=c, multiplier=self.multiplier))
         wiring.connect(m, wiring.flipped(axi.flat_interface(self, "s_axil", self._axil)),
                        csr.bus)
         m.d.comb += self.irq.eq(csr.irq)

@@ -6,12 +6,14 @@ AXI4-Lite and finished on the interrupt.
 
 import numpy as np
 import pytest
+from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from systolic.config import preset
 from systolic.csr import CSR
 from systolic.isa import ErrorCode, assemble, to_bytes
 from systolic.model import GoldenModel
+from systolic.rtl.multiplier import Multiplier
 from systolic.rtl.top import Accelerator
 
 MEM_BYTES = 4096
@@ -241,3 +243,16 @@ def test_default_back_to_back_matmuls_match_model():
     assert csrs["PERF_MAC_BUSY"] == 4 * 32
     assert bytes(got) == want.memory.tobytes()
     assert want.memory[0xC00:0x1000].any()
+
+
+def test_multiplier_reaches_the_array():
+    """``Accelerator(config, multiplier=...)`` builds every PE's multiplier with it."""
+    made = []
+
+    def factory(a_shape, b_shape):
+        made.append((a_shape, b_shape))
+        return Multiplier(a_shape, b_shape)
+
+    config = preset("tiny")
+    verilog.convert(Accelerator(config, multiplier=factory), name="top", emit_src=False)
+    assert len(made) == config.rows * config.cols
