@@ -14,24 +14,46 @@ from .dma_write import StoreCmd
 from .load_unit import UnitSignature
 from .scratchpad import ReadPortSignature, check_config
 
-__all__ = ["StoreUnit"]
+__all__ = ["StoreUnit", "ROW_QUEUE_DEPTH"]
 
 _STORE_REGS = (ConfigReg.REQ_MULT, ConfigReg.REQ_SHIFT, ConfigReg.REQ_ZP,
                ConfigReg.ACTIVATION, ConfigReg.CLAMP_LO, ConfigReg.CLAMP_HI)
 
+ROW_QUEUE_DEPTH = 2  # finished rows waiting for the write engine (one sent, one filled)
+
 
 class StoreUnit(wiring.Component):
-    """Executes the store queue, one micro-op at a time.
+    """Executes the store queue, one micro-op at a time; the rows of a STORE stream.
 
-    A STORE becomes one DMA :class:`~systolic.rtl.dma_write.StoreCmd`; then, row by row,
-    the source row is read (``acc_rd`` or ``sp_rd``), an accumulator row is sent through
-    the post-processor (``pp_i``/``pp_o``) and its output beats packed into a row, and the
-    row is handed to the write engine. The instruction completes when the write engine
-    reports the last B response.
+    A STORE becomes one DMA :class:`~systolic.rtl.dma_write.StoreCmd` and a pipeline of
+    rows, all stages working at once::
+
+        read (acc_rd / sp_rd) -> hold (1 row) -> post-processing -> row queue -> store_rows
+                                               (accumulator rows)   (2 rows)
+
+    * Read: one source row requested per cycle while the hold stage has room for it
+      (empty, or emptied in the same cycle); a refused request is repeated.
+    * Hold: the row answered by the read port (valid for one cycle, no back-pressure) is
+      offered at once to the next stage and kept while that stage is not ready.
+    * An accumulator row goes through the post-processor (``pp_i``/``pp_o``, one beat of
+      ``lanes`` elements per cycle); its output beats are packed straight into the free
+      entry of the row queue, and ``pp_o`` is back-pressured while the queue is full. A
+      scratchpad row goes into the queue as it is.
+    * The row queue's head is offered to the write engine, which takes it with its last
+      W beat.
+
+    Throughput: one row per cycle from the scratchpad; ``ceil(length / lanes)`` cycles
+    per accumulator row; the write engine's beats per row when those are more (an int32
+    row of the default preset: 4 beats on the 64-bit bus). The first row reaches the write
+    engine 3 cycles (scratchpad) or 7 cycles (accumulator, one beat) after the micro-op's
+    handshake. The instruction completes, and pushes its token, the cycle after the write
+    engine reported the last B response.
 
     Parameters
     ----------
     config : AcceleratorConfig
+    pp_signature : wiring.Signature
+        The :class:`~systolic.rtl.postproc.PostProcessor`'s signature.
 
     Attributes
     ----------
@@ -47,6 +69,10 @@ class StoreUnit(wiring.Component):
 
     def __init__(self, *, config, pp_signature):
         check_config(config, "StoreUnit")
+        if not isinstance(pp_signature, wiring.Signature) or \
+                not {"i", "o"} <= set(pp_signature.members.keys()):
+            raise TypeError(f"pp_signature must be the post-processor's signature (members "
+                            f"i and o), not {pp_signature!r}")
         self.config = config
         self.rb = row_bytes(config)
         sp_aw = ceil_log2(config.sp_rows)
@@ -65,28 +91,75 @@ class StoreUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        cfg = self.config
         uop = Signal.like(self.uop.p)
         st = uop.body.store
         regs = {r: Signal(signed(32), name=r.name.lower(), init=CONFIG_DEFAULTS[r])
                 for r in _STORE_REGS}
         with m.If(self.start):
             m.d.sync += [s.eq(CONFIG_DEFAULTS[r]) for r, s in regs.items()]
-
-        row_i = Signal(16)
-        buf = Signal(8 * self.rb)
-        pos = Signal(range(self.rb + 1))
-        acc_row = Signal.like(self.acc_rd.data)
-        done_error = Signal()
         from_sp = st.src == StoreSrc.SP
+        running = Signal()  # a STORE's rows are being read
 
+        # -- read: one request per cycle while the hold stage will have room ------------------
+        rd_addr = Signal(16)
+        rd_left = Signal(14)
+        landing = Signal()            # the row granted last cycle is on the port's data
+        hold_valid = Signal()
+        hold = Signal(max(len(self.acc_rd.data.as_value()), len(self.sp_rd.data)))
+        row_in = Signal.like(hold)    # the row offered to the next stage
+        row_in_valid = Signal()
+        row_in_taken = Signal()
         m.d.comb += [
-            self.acc_rd.addr.eq(st.addr + row_i),
-            self.sp_rd.addr.eq(st.addr + row_i),
-            self.store_rows.p.data.eq(buf),
+            landing.eq(Mux(from_sp, self.sp_rd.valid, self.acc_rd.valid)),
+            row_in_valid.eq(hold_valid | landing),
+            row_in.eq(Mux(hold_valid, hold,
+                          Mux(from_sp, self.sp_rd.data, self.acc_rd.data.as_value()))),
+            self.acc_rd.addr.eq(rd_addr),
+            self.sp_rd.addr.eq(rd_addr),
         ]
+        # At most one row is granted and not yet taken (the hold is one row deep).
+        want = Signal()
+        m.d.comb += want.eq(running & (rd_left != 0) &
+                            (~row_in_valid | row_in_taken))
+        with m.If(from_sp):
+            m.d.comb += self.sp_rd.en.eq(want)
+        with m.Else():
+            m.d.comb += self.acc_rd.en.eq(want)
+        granted = want & Mux(from_sp, self.sp_rd.ready, self.acc_rd.ready)
+        with m.If(granted):
+            m.d.sync += [rd_addr.eq(rd_addr + 1), rd_left.eq(rd_left - 1)]
+        with m.If(row_in_taken):
+            m.d.sync += hold_valid.eq(0)
+        with m.Elif(landing):
+            m.d.sync += [hold_valid.eq(1), hold.eq(row_in)]
+
+        # -- row queue: finished rows for the write engine -----------------------------------
+        width = 8 * self.rb
+        entries = [Signal(width, name=f"row{i}") for i in range(ROW_QUEUE_DEPTH)]
+        wr = Signal(range(ROW_QUEUE_DEPTH))
+        rd = Signal(range(ROW_QUEUE_DEPTH))
+        count = Signal(range(ROW_QUEUE_DEPTH + 1))
+        full = Signal()
+        push = Signal()
+        pop = Signal()
+        m.d.comb += [
+            full.eq(count == ROW_QUEUE_DEPTH),
+            self.store_rows.valid.eq(count != 0),
+            self.store_rows.p.data.eq(Mux(rd, entries[1], entries[0])),
+            pop.eq(self.store_rows.valid & self.store_rows.ready),
+        ]
+        m.d.sync += count.eq(count + push - pop)
+        with m.If(push):
+            m.d.sync += wr.eq(wr + 1)
+        with m.If(pop):
+            m.d.sync += rd.eq(rd + 1)
+
+        # -- scratchpad rows: into the queue as they are --------------------------------------
+        # -- accumulator rows: through the post-processor, beats packed into the queue --------
         s = self.pp_i.p.settings
         m.d.comb += [
-            self.pp_i.p.row.eq(acc_row),
+            self.pp_i.p.row.eq(row_in[:len(self.pp_i.p.row.as_value())]),
             s.out_type.eq(st.out_type),
             s.activation.eq(regs[ConfigReg.ACTIVATION]),
             s.per_channel.eq(st.per_channel),
@@ -97,17 +170,55 @@ class StoreUnit(wiring.Component):
             s.clamp_lo.eq(regs[ConfigReg.CLAMP_LO]),
             s.clamp_hi.eq(regs[ConfigReg.CLAMP_HI]),
             s.length.eq(st.length),
+            self.pp_o.ready.eq(~full),
         ]
+        beat = self.pp_o.p
+        beat_go = self.pp_o.valid & self.pp_o.ready
+        single_beat = cfg.lanes == cfg.cols   # a whole row per beat: nothing to pack
+        pos = Signal(range(self.rb + 1))      # byte of the row the next beat starts at
+        with m.If(from_sp):
+            m.d.comb += [self.pp_i.valid.eq(0),
+                         row_in_taken.eq(row_in_valid & ~full),
+                         push.eq(row_in_taken)]
+            for i, entry in enumerate(entries):
+                with m.If(push & (wr == i)):
+                    m.d.sync += entry.eq(row_in[:width])
+        with m.Else():
+            m.d.comb += [self.pp_i.valid.eq(row_in_valid),
+                         row_in_taken.eq(self.pp_i.valid & self.pp_i.ready),
+                         push.eq(beat_go & beat.last)]
+            if single_beat:
+                packed = beat.data
+            else:
+                current = Mux(wr, entries[1], entries[0])
+                packed = Mux(pos == 0, 0, current) | (beat.data << (pos * 8))[:width]
+                with m.If(beat_go):
+                    m.d.sync += pos.eq(Mux(beat.last, 0, pos + beat.nbytes))
+            for i, entry in enumerate(entries):
+                with m.If(beat_go & (wr == i)):
+                    m.d.sync += entry.eq(packed)
 
+        # -- micro-ops --------------------------------------------------------------------------
+        cmd_sent = Signal()
+        m.d.comb += [
+            self.store_cmd.p.dram_addr.eq(st.dram_addr),
+            self.store_cmd.p.stride.eq(st.stride),
+            self.store_cmd.p.n_rows.eq(st.n_rows),
+            self.store_cmd.p.row_bytes.eq(
+                Mux(st.out_type == OutType.INT32, st.length * 4, st.length)),
+        ]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.idle.eq(1), self.uop.ready.eq(1)]
                 with m.If(self.uop.valid):
                     p = self.uop.p
-                    m.d.sync += [uop.eq(p), row_i.eq(0), done_error.eq(0)]
+                    n_rows = p.body.store.n_rows
+                    m.d.sync += [uop.eq(p), cmd_sent.eq(0), rd_addr.eq(p.body.store.addr),
+                                 rd_left.eq(Mux(n_rows == 0, 1, n_rows))]
                     with m.Switch(p.opcode):
                         with m.Case(Opcode.STORE):
-                            m.next = "CMD"
+                            m.d.sync += running.eq(1)
+                            m.next = "STORE"
                         with m.Case(Opcode.CONFIG):
                             for r, sig in regs.items():
                                 with m.If(p.body.config.reg == r.value):
@@ -115,61 +226,14 @@ class StoreUnit(wiring.Component):
                             m.next = "RETIRE"
                         with m.Default():
                             m.next = "RETIRE"
-            with m.State("CMD"):
-                m.d.comb += [
-                    self.busy.eq(1),
-                    self.store_cmd.valid.eq(1),
-                    self.store_cmd.p.dram_addr.eq(st.dram_addr),
-                    self.store_cmd.p.stride.eq(st.stride),
-                    self.store_cmd.p.n_rows.eq(st.n_rows),
-                    self.store_cmd.p.row_bytes.eq(
-                        Mux(st.out_type == OutType.INT32, st.length * 4, st.length)),
-                ]
-                with m.If(self.store_cmd.ready):
-                    m.next = "READ"
-            with m.State("READ"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += [buf.eq(0), pos.eq(0)]
-                with m.If(from_sp):
-                    m.d.comb += self.sp_rd.en.eq(1)
-                    with m.If(self.sp_rd.ready):
-                        m.next = "SP_DATA"
-                with m.Else():
-                    m.d.comb += self.acc_rd.en.eq(1)
-                    with m.If(self.acc_rd.ready):
-                        m.next = "ACC_DATA"
-            with m.State("SP_DATA"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += buf.eq(self.sp_rd.data)
-                m.next = "SEND"
-            with m.State("ACC_DATA"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += acc_row.eq(self.acc_rd.data)
-                m.next = "PP"
-            with m.State("PP"):
-                m.d.comb += [self.busy.eq(1), self.pp_i.valid.eq(1)]
-                with m.If(self.pp_i.ready):
-                    m.next = "PACK"
-            with m.State("PACK"):
-                m.d.comb += [self.busy.eq(1), self.pp_o.ready.eq(1)]
-                with m.If(self.pp_o.valid):
-                    m.d.sync += [
-                        buf.eq(buf | (self.pp_o.p.data << (pos * 8))),
-                        pos.eq(pos + self.pp_o.p.nbytes),
-                    ]
-                    with m.If(self.pp_o.p.last):
-                        m.next = "SEND"
-            with m.State("SEND"):
-                m.d.comb += [self.busy.eq(1), self.store_rows.valid.eq(1)]
-                with m.If(self.store_rows.ready):
-                    m.d.sync += row_i.eq(row_i + 1)
-                    with m.If(row_i + 1 == st.n_rows):
-                        m.next = "DONE"
-                    with m.Else():
-                        m.next = "READ"
-            with m.State("DONE"):
-                m.d.comb += [self.busy.eq(1), self.store_done.ready.eq(1)]
-                with m.If(self.store_done.valid):
+            with m.State("STORE"):
+                m.d.comb += [self.busy.eq(1), self.store_cmd.valid.eq(~cmd_sent),
+                             self.store_done.ready.eq(cmd_sent)]
+                with m.If(self.store_cmd.valid & self.store_cmd.ready):
+                    m.d.sync += cmd_sent.eq(1)
+                with m.If(self.store_done.valid & self.store_done.ready):
+                    # Every row was written and answered: the pipeline is empty.
+                    m.d.sync += running.eq(0)
                     m.d.comb += [self.error.eq(self.store_done.p.error),
                                  self.error_index.eq(uop.index)]
                     m.next = "RETIRE"
