@@ -139,6 +139,7 @@ class Controller(wiring.Component):
                       for ch in CHANNEL_ORDER}
         m.d.comb += dec.word.eq(ibuf.r_data[:128])
         head = ibuf.r_rdy & running & ~stopping
+        m.d.comb += [dec.valid.eq(head), dec.next.eq(ibuf.r_en)]
         word_error = ibuf.r_data[128]
         pop_bad = 0
         push_bad = 0
@@ -160,6 +161,8 @@ class Controller(wiring.Component):
             with m.If(word_error):
                 report(ErrorCode.AXI_ERROR, index)
                 m.d.sync += stopping.eq(1)
+            with m.Elif(~dec.ready):
+                pass                            # a LOAD/STORE extent still being checked
             with m.Elif(dec.error != ErrorCode.NONE):
                 report(dec.error, index)
                 m.d.sync += stopping.eq(1)

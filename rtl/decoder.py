@@ -71,7 +71,7 @@ def _used_mask(op):
 
 
 class Decoder(wiring.Component):
-    """Combinational decoder of one instruction word.
+    """Decoder of one instruction word: combinational but for the LOAD/STORE extent check.
 
     Parameters
     ----------
@@ -80,7 +80,14 @@ class Decoder(wiring.Component):
     Attributes
     ----------
     word : In(128)
-        The instruction.
+        The instruction, held while ``valid``.
+    valid : In(1)
+        ``word`` holds an instruction to decode.
+    next : In(1)
+        The instruction is consumed; the next cycle starts a new one.
+    ready : Out(1)
+        The outputs describe ``word``. Low for up to 12 cycles after a new LOAD or STORE
+        whose memory extent needs the full ``(n_rows - 1) * stride`` product.
     error : Out(ErrorCode)
         The static-check result, exactly :func:`systolic.checks.static_check`.
     queue : Out(2)
@@ -99,6 +106,9 @@ class Decoder(wiring.Component):
         self.config = config
         super().__init__({
             "word": In(INSTR_BITS),
+            "valid": In(1),
+            "next": In(1),
+            "ready": Out(1),
             "error": Out(ErrorCode),
             "queue": Out(2),
             "halt": Out(1),
@@ -263,11 +273,31 @@ class Decoder(wiring.Component):
             ]
         # addr + (n-1)*stride + row_bytes > 2**32, and only when n, row_bytes > 0. A row
         # count beyond MAX_ROWS (4096) is a BAD_FIELD, which outranks ADDRESS_RANGE, so
-        # n - 1 needs 12 bits: a 12x24 product.
-        steps = (ext_rows - 1)[:ceil_log2(MAX_ROWS)]
-        span = Signal(unsigned(40))
-        m.d.comb += span.eq(ext_addr + steps * ext_stride + ext_bytes)
-        extent_bad = (ext_rows != 0) & (ext_bytes != 0) & (span > ADDR_LIMIT)
+        # n - 1 needs 12 bits. The product is built by shift-and-add, most significant bit
+        # of n - 1 first, one bit per cycle while ``ready`` is low; a transfer that cannot
+        # reach 2**32 (stride below 2**16 and addr below 0xF000_0000) needs no product.
+        steps = Signal(ceil_log2(MAX_ROWS))
+        m.d.comb += steps.eq(ext_rows - 1)
+        base = Signal(33)
+        m.d.comb += base.eq(ext_addr + ext_bytes)
+        product = Signal(ceil_log2(MAX_ROWS) + 24 + 1)   # (n - 1) * stride so far
+        bit = Signal(range(len(steps)), init=len(steps) - 1)
+        done = Signal()
+        nonzero = (ext_rows != 0) & (ext_bytes != 0)
+        small = (ext_stride[16:] == 0) & (ext_addr[28:] != 0xF)
+        slow = Signal()
+        m.d.comb += slow.eq((op_is[Opcode.LOAD] | op_is[Opcode.STORE]) & nonzero
+                            & (steps != 0) & (ext_stride != 0) & ~small)
+        m.d.comb += self.ready.eq(~slow | done)
+        with m.If(~self.valid | self.next):
+            m.d.sync += [product.eq(0), bit.eq(bit.init), done.eq(0)]
+        with m.Elif(slow & ~done):
+            m.d.sync += [product.eq((product << 1) + Mux(steps.bit_select(bit, 1),
+                                                         ext_stride, 0)),
+                         bit.eq(bit - 1)]
+            with m.If(bit == 0):
+                m.d.sync += done.eq(1)
+        extent_bad = nonzero & (base + product > ADDR_LIMIT)
 
         out_range = Signal()
         with m.Switch(code):

@@ -22,6 +22,7 @@ from systolic.model import _POPS, _PUSHES
 from systolic.rtl.decoder import CHANNEL_ORDER, NO_QUEUE, UOP_OPS, Decoder
 
 FLAGS = ("pop_prev", "pop_next", "push_prev", "push_next")
+MAX_DECODE_CYCLES = 12   # the shift-and-add extent check: one cycle per bit of n_rows - 1
 
 
 def _field_widths(op):
@@ -83,47 +84,62 @@ def _expected(config, word):
     return code, instr, queue, pops, pushes
 
 
-def _check_words(config, words, *, corrupt=None):
+def _check_words(config, words, *, corrupt=None, waits=None):
     dut = Decoder(config=config)
     mismatches = []
 
+    def check(ctx, n, word):
+        code, instr, queue, pops, pushes = _expected(config, word)
+        got = ctx.get(dut.error)
+        if corrupt is not None and n == corrupt:
+            code = ErrorCode((code.value + 1) % 10)
+        if got != code:
+            mismatches.append((hex(word), code, got))
+            return
+        if code is not ErrorCode.NONE:
+            return
+        got_q = ctx.get(dut.queue)
+        want_q = NO_QUEUE if queue is None else queue.value
+        assert got_q == want_q, (hex(word), got_q, want_q)
+        assert ctx.get(dut.pops) == pops, hex(word)
+        assert ctx.get(dut.pushes) == pushes, hex(word)
+        assert ctx.get(dut.halt) == (instr.opcode is Opcode.HALT)
+        if queue is None:
+            return
+        uop = {Queue.LOAD: dut.uop_load, Queue.EXEC: dut.uop_exec,
+               Queue.STORE: dut.uop_store}[queue]
+        assert ctx.get(uop.opcode) == instr.opcode
+        for flag in FLAGS:
+            assert ctx.get(getattr(uop, flag)) == getattr(instr, flag)
+        if instr.opcode is Opcode.CONFIG:
+            assert ctx.get(uop.body.config.reg) == instr.reg
+            assert ctx.get(uop.body.config.value) == instr.value
+        elif instr.opcode in UOP_OPS[queue]:
+            body = getattr(uop.body, instr.opcode.name.lower())
+            for name, value in instr.fields.items():
+                got_v = ctx.get(getattr(body, name))
+                got_v = got_v.value if hasattr(got_v, "value") else got_v
+                assert got_v == value & ((1 << 32) - 1) or got_v - (1 << 32) == value, \
+                    (hex(word), name, got_v, value)
+
     async def bench(ctx):
+        ctx.set(dut.valid, 1)
         for n, word in enumerate(words):
             ctx.set(dut.word, word)
-            code, instr, queue, pops, pushes = _expected(config, word)
-            got = ctx.get(dut.error)
-            if corrupt is not None and n == corrupt:
-                code = ErrorCode((code.value + 1) % 10)
-            if got != code:
-                mismatches.append((hex(word), code, got))
-                continue
-            if code is not ErrorCode.NONE:
-                continue
-            got_q = ctx.get(dut.queue)
-            want_q = NO_QUEUE if queue is None else queue.value
-            assert got_q == want_q, (hex(word), got_q, want_q)
-            assert ctx.get(dut.pops) == pops, hex(word)
-            assert ctx.get(dut.pushes) == pushes, hex(word)
-            assert ctx.get(dut.halt) == (instr.opcode is Opcode.HALT)
-            if queue is None:
-                continue
-            uop = {Queue.LOAD: dut.uop_load, Queue.EXEC: dut.uop_exec,
-                   Queue.STORE: dut.uop_store}[queue]
-            assert ctx.get(uop.opcode) == instr.opcode
-            for flag in FLAGS:
-                assert ctx.get(getattr(uop, flag)) == getattr(instr, flag)
-            if instr.opcode is Opcode.CONFIG:
-                assert ctx.get(uop.body.config.reg) == instr.reg
-                assert ctx.get(uop.body.config.value) == instr.value
-            elif instr.opcode in UOP_OPS[queue]:
-                body = getattr(uop.body, instr.opcode.name.lower())
-                for name, value in instr.fields.items():
-                    got_v = ctx.get(getattr(body, name))
-                    got_v = got_v.value if hasattr(got_v, "value") else got_v
-                    assert got_v == value & ((1 << 32) - 1) or got_v - (1 << 32) == value, \
-                        (hex(word), name, got_v, value)
+            waited = 0
+            while not ctx.get(dut.ready):      # a LOAD/STORE extent takes a few cycles
+                assert waited < MAX_DECODE_CYCLES, hex(word)
+                await ctx.tick()
+                waited += 1
+            if waits is not None:
+                waits.append(waited)
+            check(ctx, n, word)
+            ctx.set(dut.next, 1)
+            await ctx.tick()
+            ctx.set(dut.next, 0)
 
     sim = Simulator(dut)
+    sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
     return mismatches
@@ -135,8 +151,11 @@ def test_random_words_match_static_check(name):
     rng = random.Random(f"decoder-{name}")
     words = [_random_word(rng, config) for _ in range(3000)]
     seen = {static_check(config, w)[0] for w in words}
-    mismatches = _check_words(config, words)
+    waits = []
+    mismatches = _check_words(config, words, waits=waits)
     assert not mismatches, mismatches[:5]
+    # most words decode at once; the extent product of some LOAD/STOREs takes 12 cycles
+    assert waits.count(0) > len(words) // 2 and max(waits) == MAX_DECODE_CYCLES
     # the random words reach every static error class
     static_codes = {ErrorCode.NONE, ErrorCode.ILLEGAL_OPCODE, ErrorCode.RESERVED_BITS,
                     ErrorCode.BAD_FIELD, ErrorCode.MISALIGNED, ErrorCode.ADDRESS_RANGE}
