@@ -1,13 +1,13 @@
 """Controller: instruction fetch, in-order decode with decode-side token accounting,
 dispatch into the three decoupled queues, execution-side token counters and errors."""
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from systolic.isa import INSTR_BYTES, MAX_TOKENS, ErrorCode, Queue
+from systolic.isa import CONFIG_QUEUE, INSTR_BYTES, MAX_TOKENS, ErrorCode, Opcode, Queue
 
-from .decoder import CHANNEL_ORDER, Decoder, uop_layout
+from .decoder import CHANNEL_ORDER, UOP_OPS, Decoder, uop_layout
 from .dma_read import FetchCmd
 from .scratchpad import check_config
 
@@ -22,6 +22,63 @@ _PRODUCER = {"L2E": (Queue.LOAD, "push_next"), "E2L": (Queue.EXEC, "push_prev"),
 _CONSUMER = {"L2E": (Queue.EXEC, "pop_prev"), "E2L": (Queue.LOAD, "pop_next"),
              "E2S": (Queue.STORE, "pop_prev"), "S2E": (Queue.EXEC, "pop_next")}
 QUEUES = (Queue.LOAD, Queue.EXEC, Queue.STORE)
+
+
+def _bits(n):
+    """Bits that hold every value 0..n."""
+    return max(1, int(n).bit_length())
+
+
+def stored_bits(config, queue):
+    """Bit positions of ``uop_layout(queue)`` that a dispatched micro-op may set.
+
+    Only instructions without a static error are dispatched, so fields the checks bound
+    (on-chip rows, row lengths), the opcodes and token flags a queue never sees, CONFIG
+    registers of other queues and, without a vector unit, VECTOR bodies are always zero:
+    the queue stores the other bits only and the controller puts the zeros back.
+    """
+    c = config
+    ops = [op for op in UOP_OPS[queue] if op is not Opcode.VECTOR or c.vector_unit]
+    opcodes = 0
+    for op in (Opcode.CONFIG, Opcode.SYNC, *ops):
+        opcodes |= op.value
+    regs = 0
+    for reg, q in CONFIG_QUEUE.items():
+        if q is queue and (c.vector_unit or not reg.name.startswith("VEC_")):
+            regs |= reg.value
+    flags = {Queue.LOAD: ("pop_next", "push_next"), Queue.STORE: ("pop_prev", "push_prev"),
+             Queue.EXEC: ("pop_prev", "pop_next", "push_prev", "push_next")}[queue]
+    load_rows = max(c.sp_rows, c.acc_rows, c.param_rows)
+    store_rows = max(c.sp_rows, c.acc_rows)
+    width = max(c.sp_width, c.cols)
+    limits = {   # (opcode, field) -> largest value of a dispatched instruction
+        (Opcode.LOAD, "addr"): load_rows - 1, (Opcode.LOAD, "n_rows"): load_rows,
+        (Opcode.LOAD, "length"): width, (Opcode.LOAD, "pad_left"): width,
+        (Opcode.STORE, "addr"): store_rows - 1, (Opcode.STORE, "n_rows"): store_rows,
+        (Opcode.STORE, "length"): width,
+    }
+    layout = data.Layout.cast(uop_layout(queue))
+    keep = set()
+
+    def take(offset, width, value_bits=None):
+        keep.update(offset + i for i in range(width if value_bits is None
+                                              else min(width, value_bits)))
+
+    take(layout["opcode"].offset, 4, None)
+    keep.difference_update(layout["opcode"].offset + i for i in range(4)
+                           if not opcodes >> i & 1)
+    for flag in flags:
+        take(layout[flag].offset, 1)
+    take(layout["index"].offset, layout["index"].width)
+    body = layout["body"].offset
+    config_body = data.Layout.cast(layout["body"].shape["config"].shape)
+    keep.update(body + config_body["reg"].offset + i for i in range(4) if regs >> i & 1)
+    take(body + config_body["value"].offset, config_body["value"].width)
+    for op in ops:
+        for name, field in data.Layout.cast(layout["body"].shape[op.name.lower()].shape):
+            limit = limits.get((op, name))
+            take(body + field.offset, field.width, None if limit is None else _bits(limit))
+    return sorted(keep)
 
 
 class Controller(wiring.Component):
@@ -84,8 +141,10 @@ class Controller(wiring.Component):
         depths = {Queue.LOAD: c.load_queue_depth, Queue.EXEC: c.exec_queue_depth,
                   Queue.STORE: c.store_queue_depth}
         fifos = {}
+        stored = {q: stored_bits(c, q) for q in QUEUES}
+        heads = {}      # each queue's head as a whole micro-op, dropped bits zero
         for q in QUEUES:
-            f = fifo.SyncFIFOBuffered(width=uop_layout(q).size, depth=depths[q])
+            f = fifo.SyncFIFOBuffered(width=len(stored[q]), depth=depths[q])
             m.submodules[f"{q.name.lower()}_queue"] = f
             fifos[q] = f
         outs = {Queue.LOAD: self.load, Queue.EXEC: self.exec, Queue.STORE: self.store}
@@ -97,8 +156,11 @@ class Controller(wiring.Component):
         err_index = Signal(32)
         m.d.comb += self.busy.eq(running)
 
-        def report(code, index):
-            with m.If(~err_valid | (index < err_index)):
+        def report(code, index, *, unit=False):
+            # Decode-side errors stop decode, so none was recorded before them (a unit
+            # error in the same cycle has a lower index and is written after them); only a
+            # unit's error can follow another one and needs the index comparison.
+            with m.If(~err_valid | (index < err_index) if unit else 1):
                 m.d.sync += [err_valid.eq(1), err_code.eq(code), err_index.eq(index)]
 
         # -- fetch ----------------------------------------------------------------------------
@@ -154,8 +216,9 @@ class Controller(wiring.Component):
             with m.Default():
                 m.d.comb += has_room.eq(1)
         for q in QUEUES:
-            uop = getattr(dec, f"uop_{q.name.lower()}")
-            m.d.comb += fifos[q].w_data.eq(uop.as_value() | (index << 8))
+            uop = Signal(uop_layout(q), name=f"dispatch_{q.name.lower()}")
+            m.d.comb += [uop.eq(getattr(dec, f"uop_{q.name.lower()}")), uop.index.eq(index)]
+            m.d.comb += fifos[q].w_data.eq(Cat(uop.as_value()[i] for i in stored[q]))
         dispatch = Signal()
         with m.If(head):
             with m.If(word_error):
@@ -198,14 +261,18 @@ class Controller(wiring.Component):
         take = {}
         for q in QUEUES:
             f, out = fifos[q], outs[q]
-            head_uop = data.View(uop_layout(q), f.r_data)
+            head_uop = heads[q] = Signal(uop_layout(q), name=f"head_{q.name.lower()}")
+            bits = [Const(0, 1)] * uop_layout(q).size
+            for i, pos in enumerate(stored[q]):
+                bits[pos] = f.r_data[i]
+            m.d.comb += head_uop.eq(Cat(*bits))
             ok = 1
             for ch in CHANNEL_ORDER:
                 cq, flag = _CONSUMER[ch]
                 if cq is q:
                     ok = ok & (~getattr(head_uop, flag) | (tokens[ch] != 0))
             m.d.comb += [
-                out.p.eq(f.r_data),
+                out.p.eq(head_uop),
                 out.valid.eq(f.r_rdy & ok),
                 f.r_en.eq(out.valid & out.ready),
             ]
@@ -216,12 +283,12 @@ class Controller(wiring.Component):
             pq, pflag = _PRODUCER[ch]
             cq, cflag = _CONSUMER[ch]
             pushed = self.push[pq.value][0 if pflag == "push_prev" else 1]
-            popped = take[cq] & getattr(data.View(uop_layout(cq), fifos[cq].r_data), cflag)
+            popped = take[cq] & getattr(heads[cq], cflag)
             m.d.sync += tokens[ch].eq(tokens[ch] + pushed - popped)
 
         for q in QUEUES:
             with m.If(self.unit_error[q.value]):
-                report(ErrorCode.AXI_ERROR, self.unit_index[q.value])
+                report(ErrorCode.AXI_ERROR, self.unit_index[q.value], unit=True)
                 m.d.sync += stopping.eq(1)
 
         # -- completion -----------------------------------------------------------------------
