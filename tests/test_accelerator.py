@@ -93,7 +93,7 @@ def test_gemm_is_double_buffered():
     g = tiled_gemm(config, 32, 16, 24, seed=1)
     instrs = [decode(w) for w in g.words]
     steps = (24 // config.rows) * (16 // config.cols)
-    w_base = 32 * (24 // config.rows)            # weight buffers follow the A tiles
+    w_base = config.sp_depth                     # weight buffers in the bank after the A tiles
     matmuls = [i for i in instrs if i.opcode is Opcode.MATMUL]
     assert len(matmuls) == steps + 1
     assert sum(bool(i.preload and i.compute) for i in matmuls) == steps - 1

@@ -115,7 +115,20 @@ def tiled_gemm(config, m, n, k, *, seed=0, a=None, b=None, w_buffers=2, acc_buff
     if not 1 <= m <= mmax:
         raise ValueError(f"GEMM m must be in 1..{mmax}, not {m}")
     kt, nt = k // R, n // C
+    # Weights in a different scratchpad bank from the inputs, and consecutive output tiles
+    # in alternate accumulator banks, so MATMUL's reads and STORE's drain never collide.
     a_base, w_base = 0, m * kt                        # scratchpad rows
+    w_bank = -(-w_base // c.sp_depth) * c.sp_depth
+    if w_bank + w_buffers * R <= c.sp_rows and w_buffers * R <= c.sp_depth:
+        w_base = w_bank
+    per_bank = acc_buffers // 2
+    split = acc_buffers % 2 == 0 and per_bank * m <= c.acc_depth
+
+    def acc_tile(j):
+        if split:
+            return (j % 2) * c.acc_depth + ((j // 2) % per_bank) * m
+        return (j % acc_buffers) * m
+
     if w_base + w_buffers * R > c.sp_rows:
         raise ValueError(f"GEMM m * k / rows + w_buffers * rows must fit {c.sp_rows} "
                          f"scratchpad rows, not {w_base + w_buffers * R}")
@@ -155,7 +168,7 @@ def tiled_gemm(config, m, n, k, *, seed=0, a=None, b=None, w_buffers=2, acc_buff
                 flags["push_prev"] = True
         if s > 0:
             j, kk = steps[s - 1]
-            fields.update(compute=1, n_rows=m, a_addr=a_base + kk * m, c_addr=(j % acc_buffers) * m,
+            fields.update(compute=1, n_rows=m, a_addr=a_base + kk * m, c_addr=acc_tile(j),
                           accumulate=int(kk > 0))
             if kk == 0 and j >= acc_buffers:
                 flags["pop_next"] = True
@@ -166,7 +179,7 @@ def tiled_gemm(config, m, n, k, *, seed=0, a=None, b=None, w_buffers=2, acc_buff
     def store(j):
         return Instruction(Opcode.STORE, {
             "out_type": OutType.INT32.value, "length": C, "n_rows": m,
-            "addr": (j % acc_buffers) * m, "stride": n * 4, "dram_addr": c_addr + j * C * 4},
+            "addr": acc_tile(j), "stride": n * 4, "dram_addr": c_addr + j * C * 4},
             pop_prev=True, push_prev=j + acc_buffers < nt)
 
     program = [i for s in range(min(w_buffers, S)) for i in load_step(s)] + [matmul(0)]
