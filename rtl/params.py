@@ -1,6 +1,6 @@
 """Post-processing parameter buffer: per-channel multiplier and shift rows."""
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -24,6 +24,9 @@ class ParamBuffer(wiring.Component):
       row ``addr + 1`` from cycle ``t + 1`` on, until the next cycle with ``en`` high.
       A read in the cycle a row is written returns the old row. Rows at or beyond
       ``param_rows`` read as unspecified values (the decoder rejects such addresses).
+    * Only the low ``word_bits`` (``max(requant_bits - 1, 6)``) bits of each word are
+      stored, all that the post-processor uses; the higher bits of ``m_row`` and
+      ``s_row`` read as 0.
 
     Parameters
     ----------
@@ -41,6 +44,9 @@ class ParamBuffer(wiring.Component):
         check_config(config, "ParamBuffer")
         self.config = config
         self.addr_width = max(1, ceil_log2(config.param_rows))
+        #: Low bits kept of each word: the post-processor uses ``requant_bits - 1`` bits
+        #: of a multiplier and 6 bits of a shift.
+        self.word_bits = max(config.requant_bits - 1, 6)
         row = data.ArrayLayout(unsigned(32), config.cols)
         super().__init__({
             "w": In(wiring.Signature({
@@ -61,15 +67,17 @@ class ParamBuffer(wiring.Component):
         half = self.rd.addr[1:]
         # Row index inside each memory for the pair (addr, addr + 1).
         rd_index = (Mux(odd, half + 1, half), half)  # even memory, odd memory
+        keep = self.word_bits
         for parity, depth in enumerate(depths):
-            mem = Memory(shape=unsigned(32 * cfg.cols), depth=depth, init=[])
+            mem = Memory(shape=data.ArrayLayout(unsigned(keep), cfg.cols), depth=depth,
+                         init=[])
             m.submodules[f"mem_{'odd' if parity else 'even'}"] = mem
             wp = mem.write_port()
             rp = mem.read_port()
             m.d.comb += [
                 wp.en.eq(self.w.en & (self.w.addr[0] == parity)),
                 wp.addr.eq(self.w.addr[1:]),
-                wp.data.eq(self.w.data),
+                wp.data.eq(Cat(*(word[:keep] for word in self.w.data))),
                 rp.en.eq(self.rd.en),
                 rp.addr.eq(rd_index[parity]),
             ]
@@ -77,8 +85,9 @@ class ParamBuffer(wiring.Component):
         odd_q = Signal()
         with m.If(self.rd.en):
             m.d.sync += odd_q.eq(odd)
-        m.d.comb += [
-            self.rd.m_row.eq(Mux(odd_q, rdata[1], rdata[0])),
-            self.rd.s_row.eq(Mux(odd_q, rdata[0], rdata[1])),
-        ]
+        for c in range(cfg.cols):
+            m.d.comb += [
+                self.rd.m_row[c].eq(Mux(odd_q, rdata[1][c], rdata[0][c])),
+                self.rd.s_row[c].eq(Mux(odd_q, rdata[0][c], rdata[1][c])),
+            ]
         return m

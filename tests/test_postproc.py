@@ -6,7 +6,6 @@ import pytest
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from systolic.rtl.postproc import LATENCY, PostProcessor
 
 from systolic.config import AcceleratorConfig
 from systolic.numerics import (
@@ -18,6 +17,7 @@ from systolic.numerics import (
     requantize,
     round_shift,
 )
+from systolic.rtl.postproc import LATENCY, PostProcessor
 
 EDGE_ACC = [INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX]
 
@@ -237,6 +237,23 @@ def test_full_rate_without_back_pressure():
           f"(pipeline latency {LATENCY})")
     # One beat per cycle once the pipeline is full, plus the parameter loading.
     assert cycles <= beats + LATENCY + cfg.param_rows + 2
+
+
+def test_split_multiplier_rate_for_one_lane_and_16_bit_m():
+    """One lane with a 16-bit M (the icebreaker shape) makes each product from two
+    16 x 16-bit halves on one multiplier: a beat every two cycles, still bit-exact."""
+    cfg = make_config(4, 1, 16)
+    dut = PostProcessor(config=cfg)
+    assert (dut.beat_cycles, dut.latency) == (2, 6)
+    rng = np.random.default_rng(6)
+    params = random_params(rng, cfg)
+    items = [(row, {**s, "length": cfg.cols}) for row, s in random_rows(rng, cfg, 40)]
+    got, cycles = run_postproc(cfg, items, params, in_gaps=0.0, out_stalls=0.0)
+    check_rows([expected_bytes(cfg, r, s, params) for r, s in items], got)
+    beats = len(items) * cfg.cols
+    print(f"postproc lanes=1, 16-bit M: {beats} beats in {cycles} cycles "
+          f"(pipeline latency {dut.latency})")
+    assert cycles <= 2 * beats + dut.latency + cfg.param_rows + 2
 
 
 @settings(max_examples=200, deadline=None)
