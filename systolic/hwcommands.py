@@ -33,6 +33,7 @@ def _generate(args):
 BENCHES = {
     "dma": "scripts/bench_dma.py",
     "gemm": "scripts/bench_gemm.py",
+    "gemm-sweep": "scripts/bench_gemm_sweep.py",
     "perf": "scripts/bench_perf.py",
     "array": "scripts/bench_array.py",
     "fpga": "scripts/bench_fpga.py",

@@ -1,7 +1,6 @@
 """The RTL as a device: the Verilated accelerator, one simulator process per batch."""
 
 import hashlib
-import os
 import pickle
 import tempfile
 import threading
@@ -58,7 +57,7 @@ class VerilatorDevice(Device):
         return self.build_dir() / "accelerator.fst"
 
     def run_batch(self, jobs, progress=None):
-        from systolic.sim.build import EXTRA_FLAGS, MAKE_FIX, TOPLEVEL
+        from systolic.sim.build import EXTRA_FLAGS, TOPLEVEL
         from systolic.sim.verilator import emit_verilog, run_cocotb
 
         from ..rtl.top import Accelerator
@@ -81,8 +80,6 @@ class VerilatorDevice(Device):
         errors = []
 
         def simulate():
-            saved = os.environ.get("MAKEFLAGS")
-            os.environ["MAKEFLAGS"] = f"{saved} {MAKE_FIX}" if saved else MAKE_FIX
             try:
                 run_cocotb(sources=[source], toplevel=TOPLEVEL, test_module="run_jobs",
                            build_dir=bdir, extra_env=env, waves=self.waves,
@@ -90,10 +87,6 @@ class VerilatorDevice(Device):
             except BaseException as exc:  # reported on the calling thread
                 errors.append(exc)
             finally:
-                if saved is None:
-                    os.environ.pop("MAKEFLAGS", None)
-                else:
-                    os.environ["MAKEFLAGS"] = saved
                 done.set()
 
         thread = threading.Thread(target=simulate, daemon=True)
