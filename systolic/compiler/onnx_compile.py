@@ -2,7 +2,7 @@
 
 Consecutive ops the compiler core can run become one :class:`~systolic.compiler.graph.Graph`
 compiled with :func:`~systolic.compiler.graph.compile_graph` (a *device stage*); an op it
-cannot run (a :class:`HostOp`, a standalone Clamp, a grouped convolution, a reshape that
+cannot run (a :class:`HostOp`, an int32 Clamp, a grouped convolution, a reshape that
 would need a transpose) ends the stage and runs on the host with one warning.
 
 Layouts: the front end keeps ONNX's NCHW; the compiler core stores 4-D tensors NHWC.
@@ -19,7 +19,7 @@ import numpy as np
 
 from .graph import Graph, compile_graph, nchw_flatten_permutation
 from .onnx_frontend import UnsupportedOpWarning, import_onnx
-from .quant import Requant
+from .quant import AddParams, Requant
 
 __all__ = ["DeviceStage", "HostStage", "compile_qgraph", "compile_onnx", "lower_requant"]
 
@@ -77,6 +77,13 @@ class _Stage:
     def has(self, name):
         return name in self.g.tensors
 
+    def zero_point(self, name):
+        """The zero point the compiler core gives ``name`` (a tensor a stage produced keeps
+        its input's, which may differ from the one a consumer later stated for it)."""
+        if self.has(name):
+            return self.g.tensors[name].zero_point
+        return self.q.tensors[name].zero_point
+
     def read(self, name):
         """Make ``name`` available in this stage (a program input if it comes from outside)."""
         if not self.has(name):
@@ -93,8 +100,19 @@ class _Stage:
     def lower(self, op):
         """Add ``op`` to this stage; False if the compiler core cannot run it here."""
         q, g = self.q, self.g
-        if op.kind == "host" or op.kind == "clamp":
+        if op.kind == "host":
             return False
+        if op.kind == "clamp":
+            # a standalone clamp (a Relu nothing could absorb): STORE's CLAMP after an
+            # identity MATMUL; the raw int32 STORE cannot clamp, so int32 stays on the host
+            if q.tensors[op.x].dtype not in ("int8", "uint8"):
+                return False
+            self.read(op.x)
+            g.clamp(op.x, op.lo, op.hi, name=op.y)
+            if op.x in self.perm:
+                self.perm[op.y] = self.perm[op.x]
+            self.produced.append(op.y)
+            return True
         ins = [op.a, op.b] if op.kind == "add" else [op.x]
         if any(q.tensors[n].dtype not in ("int8", "uint8", "int32") for n in ins):
             return False
@@ -105,13 +123,13 @@ class _Stage:
             if perms[0] is not None:
                 w = w[perms[0]]
             # the core folds the zero point of the tensor it reads; undo the fold with that
-            t_zp = q.tensors[op.x].zero_point
+            t_zp = self.zero_point(op.x)
             bias = op.bias.astype(np.int64) + t_zp * op.w.astype(np.int64).sum(axis=0)
             self.read(op.x)
             g.gemm(op.x, w, bias, lower_requant(op, info), out_scale=info.scale, name=op.y)
         elif op.kind == "conv":
             if op.group != 1 or tuple(op.dilations) != (1, 1) or perms[0] is not None \
-                    or q.tensors[op.x].zero_point != op.x_zp:
+                    or self.zero_point(op.x) != op.x_zp:
                 return False   # (the core pads with the tensor's zero point)
             cout, _, kh, kw = op.w.shape
             w_kn = op.w.reshape(cout, -1).T
@@ -126,15 +144,15 @@ class _Stage:
             self.read(op.x)
             g.max_pool(op.x, tuple(op.kernel), tuple(op.strides), tuple(op.pads), name=op.y)
         elif op.kind == "add":
-            ta, tb = q.tensors[op.a], q.tensors[op.b]
-            if perms[0] is not None or perms[1] is not None or (ta.zero_point, tb.zero_point) \
-                    != (op.a_zp, op.b_zp) or ta.scale is None or tb.scale is None:
-                return False   # (the core takes zero points and scales from the tensors)
+            if perms[0] is not None or perms[1] is not None or \
+                    (self.zero_point(op.a), self.zero_point(op.b)) != (op.a_zp, op.b_zp):
+                return False   # (the core takes the zero points from the tensors)
             self.read(op.a)
             self.read(op.b)
             rq = lower_requant(_AddView(op), info)
             g.add(op.a, op.b, out_scale=info.scale, zero_point=op.y_zp, out_dtype=info.dtype,
-                  activation=rq.activation, clamp=rq.clamp, name=op.y)
+                  activation=rq.activation, clamp=rq.clamp, name=op.y,
+                  params=AddParams(op.ma, op.sa, op.mb, op.sb, op.frac_bits))
         elif op.kind == "reshape":
             src = q.tensors[op.x]
             if perms[0] is not None:
