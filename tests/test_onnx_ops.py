@@ -16,6 +16,7 @@ MatMulInteger, MaxPool, Reshape, Flatten, Relu, the host's QuantizeLinear) must 
 import warnings
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -310,6 +311,26 @@ def _conv_head(rng, dt, zp, reshape):
     return _model(nodes, [_vi("x", dt, ["N", 2, 5, 5])], [_vi("y", dt, None)], inits)
 
 
+@pytest.mark.parametrize("dt,per_channel", [(np.int8, True), (np.uint8, False)])
+def test_qlinearconv_many_channels_on_default(dt, per_channel):
+    """QLinearConv 11 -> 13 channels, stride 2, asymmetric padding, bias, on the 8x8
+    default preset (K = 99 and N = 13 cut into ragged blocks of 8)."""
+    rng = np.random.default_rng(65)
+    zp = 77 if dt is np.uint8 else -12
+    w_scale = _w_scale(rng, 13, per_channel)
+    inits = [*_q("x", 0.03, zp, dt), _init("w", _weights(rng, 13, 11, 3, 3)),
+             _init("w_scale", w_scale), _init("w_zp", np.zeros(w_scale.shape, np.int8)),
+             *_q("y", 0.3, zp // 2, dt), _init("b", rng.integers(-4000, 4000, 13).astype(np.int32))]
+    node = helper.make_node("QLinearConv", ["x", "x_scale", "x_zp", "w", "w_scale", "w_zp",
+                                            "y_scale", "y_zp", "b"], ["y"], name="conv",
+                            kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 2, 1])
+    model = _model([node], [_vi("x", dt, ["N", 11, 9, 7])], [_vi("y", dt, None)], inits)
+    feeds = {"x": _rand(rng, dt, (2, 11, 9, 7))}
+    compiled, got = _run(model, feeds, 2)
+    assert compiled.summary()["host_ops"] == 0
+    check("QLinearConv 11->13", got, _reference(model, feeds))
+
+
 @pytest.mark.parametrize("reshape", [False, True])
 def test_flatten_and_reshape_of_a_conv_output(reshape):
     """A 4-D (NCHW) conv output flattened for a MatMul: stored NHWC on the device, so the
@@ -381,3 +402,197 @@ def test_zero_point_stated_after_a_reshape():
     compiled, got = _run(model, feeds, 5)
     assert compiled.summary()["host_ops"] == 0
     check("Reshape -> QLinearMatMul", got, _reference(model, feeds))
+
+
+# -- the QDQ format: Gemm, MatMul, Conv --------------------------------------------------------
+
+def _dq(name, src, axis=None):
+    kw = {} if axis is None else {"axis": axis}
+    return helper.make_node("DequantizeLinear", [src, f"{src}_scale", f"{src}_zp"], [name],
+                            name=f"dq_{src}", **kw)
+
+
+def _qdq_dense_model(rng, op, dt, per_channel, *, bias, relu, k=23, n=12):
+    """DQ(x), DQ(w) [, bias] -> Gemm(transB=1) or MatMul [-> Relu] -> Q(y)."""
+    zp = 125 if dt is np.uint8 else 6
+    trans = op == "Gemm"
+    w = _weights(rng, n, k) if trans else _weights(rng, k, n)
+    w_scale = _w_scale(rng, n, per_channel)
+    inits = [*_q("x", 0.04, zp, dt), _init("w", w), _init("w_scale", w_scale),
+             _init("w_zp", np.zeros(w_scale.shape, np.int8)), *_q("y", 0.3, zp // 2, dt)]
+    axis = (0 if trans else 1) if per_channel else None
+    nodes = [_dq("xf", "x"), _dq("wf", "w", axis)]
+    ins = ["xf", "wf"]
+    if bias == "int32":
+        b_scale = (np.float32(0.04) * w_scale).astype(np.float32)
+        inits += [_init("b", rng.integers(-5000, 5000, n).astype(np.int32)),
+                  _init("b_scale", b_scale), _init("b_zp", np.zeros(b_scale.shape, np.int32))]
+        nodes.append(_dq("bf", "b", 0 if per_channel else None))
+        ins.append("bf")
+    elif bias == "float":
+        inits.append(_init("bf", rng.uniform(-2, 2, n).astype(np.float32)))
+        ins.append("bf")
+    nodes.append(helper.make_node(op, ins, ["s"], name=op.lower(),
+                                  **({"transB": 1} if trans else {})))
+    last = "s"
+    if relu:
+        nodes.append(helper.make_node("Relu", ["s"], ["r"], name="relu"))
+        last = "r"
+    nodes.append(helper.make_node("QuantizeLinear", [last, "y_scale", "y_zp"], ["y"], name="q"))
+    return _model(nodes, [_vi("x", dt, ["N", k])], [_vi("y", dt, None)], inits)
+
+
+@pytest.mark.parametrize("op,dt,per_channel,bias,relu", [
+    ("Gemm", np.uint8, False, "int32", True),
+    ("Gemm", np.int8, True, "int32", False),
+    ("Gemm", np.uint8, True, "float", True),
+    ("MatMul", np.int8, False, None, True),
+    ("MatMul", np.uint8, True, None, False),
+])
+def test_qdq_gemm_and_matmul(op, dt, per_channel, bias, relu):
+    """QDQ Gemm (transB, int32 or float bias) and MatMul, matched into one quantized linear
+    layer on the device, against onnx.reference's float path."""
+    rng = np.random.default_rng(80 + per_channel)
+    model = _qdq_dense_model(rng, op, dt, per_channel, bias=bias, relu=relu)
+    feeds = {"x": _rand(rng, dt, (14, 23))}
+    compiled, got = _run(model, feeds, 7)
+    assert [o.kind for o in compiled.graph.ops] == ["linear"]
+    assert compiled.summary()["host_ops"] == 0
+    want = _reference(model, feeds)
+    if relu:
+        assert (want == want.min()).any() and want.min() == (125 if dt is np.uint8 else 6) // 2
+    check(f"QDQ {op}", got, want)
+
+
+@pytest.mark.parametrize("dt,per_channel,stride,pads", [
+    (np.uint8, True, 1, [1, 1, 1, 1]), (np.int8, False, 2, [1, 0, 0, 1])])
+def test_qdq_conv(dt, per_channel, stride, pads):
+    """DQ -> Conv (bias as DQ int32) -> Relu -> Q, NCHW 3 -> 10 channels."""
+    rng = np.random.default_rng(90)
+    zp = 100 if dt is np.uint8 else -7
+    w_scale = _w_scale(rng, 10, per_channel)
+    b_scale = (np.float32(0.05) * w_scale).astype(np.float32)
+    inits = [*_q("x", 0.05, zp, dt), _init("w", _weights(rng, 10, 3, 3, 3)),
+             _init("w_scale", w_scale), _init("w_zp", np.zeros(w_scale.shape, np.int8)),
+             _init("b", rng.integers(-3000, 3000, 10).astype(np.int32)),
+             _init("b_scale", b_scale), _init("b_zp", np.zeros(b_scale.shape, np.int32)),
+             *_q("y", 0.25, zp, dt)]
+    axis = 0 if per_channel else None
+    nodes = [_dq("xf", "x"), _dq("wf", "w", axis), _dq("bf", "b", axis),
+             helper.make_node("Conv", ["xf", "wf", "bf"], ["s"], name="conv",
+                              kernel_shape=[3, 3], strides=[stride, stride], pads=pads),
+             helper.make_node("Relu", ["s"], ["r"], name="relu"),
+             helper.make_node("QuantizeLinear", ["r", "y_scale", "y_zp"], ["y"], name="q")]
+    model = _model(nodes, [_vi("x", dt, ["N", 3, 7, 6])], [_vi("y", dt, None)], inits)
+    feeds = {"x": _rand(rng, dt, (3, 3, 7, 6))}
+    compiled, got = _run(model, feeds, 3)
+    assert [o.kind for o in compiled.graph.ops] == ["conv"]
+    assert compiled.summary()["host_ops"] == 0
+    check("QDQ Conv", got, _reference(model, feeds))
+
+
+# -- quantize_static models: the split between the accelerator and the host -------------------
+
+def _residual_float_model(path, tail):
+    """conv3x3(1->4) -> Relu -> conv3x3(4->4) -> Add(residual) -> Relu -> MaxPool 2 ->
+    Flatten -> Gemm(64 -> 10) [-> Sigmoid], float, for 8x8 digits."""
+    rng = np.random.default_rng(100)
+    inits = [_init("w1", rng.normal(0, 0.4, (4, 1, 3, 3)).astype(np.float32)),
+             _init("b1", rng.normal(0, 0.1, 4).astype(np.float32)),
+             _init("w2", rng.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32)),
+             _init("b2", rng.normal(0, 0.1, 4).astype(np.float32)),
+             _init("wf", rng.normal(0, 0.2, (10, 64)).astype(np.float32)),
+             _init("bf", rng.normal(0, 0.1, 10).astype(np.float32))]
+    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], name="conv1", **conv),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", **conv),
+             helper.make_node("Add", ["c2", "r1"], ["s"], name="add"),
+             helper.make_node("Relu", ["s"], ["r2"], name="relu2"),
+             helper.make_node("MaxPool", ["r2"], ["p"], name="pool", kernel_shape=[2, 2],
+                              strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "wf", "bf"], ["fc" if tail else "logits"],
+                              name="fc", transB=1)]
+    if tail:
+        nodes.append(helper.make_node("Sigmoid", ["fc"], ["logits"], name="sigmoid"))
+    g = helper.make_graph(nodes, "residual", [_vi("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                          [_vi("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    onnx.save(m, str(path))
+
+
+# ONNX nodes of each format: (on the accelerator, host edges, fallback to the host)
+SPLITS = {
+    ("qoperator", False): (["QLinearConv", "QLinearConv", "QLinearAdd", "MaxPool", "Flatten",
+                            "QGemm"], ["QuantizeLinear", "DequantizeLinear"], []),
+    ("qoperator", True): (["QLinearConv", "QLinearConv", "QLinearAdd", "MaxPool", "Flatten",
+                           "QGemm"], ["QuantizeLinear", "DequantizeLinear"],
+                          ["QLinearSigmoid"]),
+}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from systolic.zoo import digits_split
+    x_train, _, x_test, _ = digits_split()
+    return x_train[:100].reshape(-1, 1, 8, 8), x_test[:96].reshape(-1, 1, 8, 8)
+
+
+@pytest.mark.filterwarnings("ignore::systolic.compiler.onnx_frontend.UnsupportedOpWarning")
+@pytest.mark.parametrize("tail", [False, True], ids=["all-device", "sigmoid"])
+@pytest.mark.parametrize("fmt,act", [("qoperator", "uint8"), ("qoperator", "int8"),
+                                     ("qdq", "uint8"), ("qdq", "int8")])
+def test_quantize_static_split(tmp_path, digits, fmt, act, tail):
+    """A residual CNN quantized by onnxruntime (per-channel int8 weights): the nodes that
+    run on the accelerator and on the host, and the output against onnxruntime."""
+    from systolic.compiler.qgraph import run_reference
+    from systolic.zoo import quantize
+
+    calibration, x = digits
+    float_path, path = tmp_path / "float.onnx", tmp_path / f"{fmt}_{act}.onnx"
+    _residual_float_model(float_path, tail)
+    quantize(float_path, path, calibration, (1, 1, 8, 8), fmt=fmt, activation=act,
+             per_channel=True)
+    model = onnx.load(path)
+    ops = [n.op_type for n in model.graph.node]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled = compile_onnx(path, CONFIG, batch=48)
+    fallback = [str(w.message) for w in caught if issubclass(w.category, UnsupportedOpWarning)]
+    summary = compiled.summary()
+    kinds = [op.kind for op in compiled.graph.ops]
+    device_kinds = [k for k in kinds if k != "host"]
+    print(f"\n{fmt} {act} {'with' if tail else 'without'} Sigmoid: {len(ops)} ONNX nodes, "
+          f"{len(device_kinds)} ops on the accelerator ({', '.join(device_kinds)}), "
+          f"{summary['host_ops']} on the host {summary['host_op_names']}")
+    assert device_kinds == ["conv", "conv", "add", "maxpool", "reshape", "linear"]
+    assert summary["device_stages"] == 1
+    if fmt == "qoperator":
+        on_device, edges, host = SPLITS[fmt, tail]
+        assert sorted(ops) == sorted(on_device + edges + host)
+        assert summary["host_ops"] == len(host)
+    else:
+        assert set(ops) == {"QuantizeLinear", "DequantizeLinear", "Conv", "Add", "MaxPool",
+                            "Flatten", "Gemm"} | ({"Sigmoid"} if tail else set())
+        # the Sigmoid runs on the host with the DequantizeLinear before it and the
+        # QuantizeLinear after it (its float boundary)
+        assert summary["host_ops"] == (3 if tail else 0)
+    assert len(fallback) == int(tail), fallback
+    if tail:
+        assert "igmoid" in fallback[0]
+        assert any("sigmoid" in n for n in summary["host_op_names"])
+    got, _ = compiled.run({"input": x}, GoldenDevice(CONFIG))
+    got = got["logits"]
+    graph_ref = np.concatenate([run_reference(compiled.graph, {"input": x[i:i + 48]})["logits"]
+                                for i in range(0, len(x), 48)])
+    np.testing.assert_array_equal(got, graph_ref)
+    want = _onnxruntime(model, {"input": x})
+    edge = compiled.outputs[0]
+    diff = lsb_difference(got, want, edge.scale)
+    agree = float((got.argmax(1) == want.argmax(1)).mean())
+    print(f"  against onnxruntime on {len(x)} images: largest difference "
+          f"{int(diff.max())} LSB, {int(np.count_nonzero(diff))} of {diff.size} elements "
+          f"differ, predictions agree on {agree:.1%}")
+    assert agree >= 0.99
