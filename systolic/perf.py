@@ -1,73 +1,119 @@
-"""Analytic cycle model of a program on a configuration.
+"""Analytic cycle model of a program on a configuration, calibrated against the RTL.
 
-The model walks the program once, in program order, and gives every instruction a start
-and a completion time:
+The model walks the program once, in program order, and gives every queued instruction a
+start and a completion time:
 
-* **Fetch** reads instructions in program order at ``axi_bytes`` per cycle (after one
-  read latency) and dispatches each to its queue; an instruction is dispatched only when
-  its queue has room, i.e. when the instruction ``queue_depth`` places earlier in the same
-  queue has started.
-* **Queues** run their instructions in order. An instruction starts when it has been
-  dispatched, its queue's unit is free and every token it pops has been pushed; the
-  ``k``-th pop of a channel waits for the completion of its ``k``-th push.
-* **Occupancy** (cycles the unit is busy, during which the next instruction of the same
-  queue cannot start) and **completion** (when the last write has landed, i.e. when the
-  tokens are pushed) per opcode:
+* **Fetch** delivers instruction ``i`` at ``fetch_latency + i * fetch_interval`` (the
+  fetch unit reads instructions from system memory at a fixed rate) and dispatches it to
+  its queue; it stalls, and every instruction behind it with it, while the target queue
+  is full, i.e. until the instruction ``queue_depth`` places earlier in the same queue
+  has started.
+* **Queues** run in order. An instruction starts when it has been dispatched
+  (``+ dispatch``), its unit is free and every token it pops has been pushed
+  (``+ token``); the ``k``-th pop of a channel waits for the ``k``-th push.
+* **Occupancy** (cycles the unit is busy: the next instruction of the same queue starts
+  after it) and **completion** (when the last write has landed and the pushes leave):
 
-  ========  =====================================================  =====================
-  opcode    busy                                                   completion adds
-  ========  =====================================================  =====================
-  LOAD      max(AXI beats, destination rows, bursts x latency /    read latency + landing
-            outstanding reads) + overhead
-  STORE     max(rows x ceil(length / lanes), AXI beats) + overhead  write latency
-  MATMUL    max(n_rows, rows if preloading) + overhead              array latency + landing
-  VECTOR    n_rows + overhead                                       landing + 2
-  CONFIG    1                                                       -
-  SYNC      1                                                       -
-  ========  =====================================================  =====================
+  ========  =========================================================  ================
+  opcode    busy                                                       completion adds
+  ========  =========================================================  ================
+  LOAD      one cycle per destination row, or its AXI beats if more     ``load_tail``
+            (each row's own beats: rows are not merged into bursts; a
+            stride-0 broadcast reads its row again every time)
+            + ``load_overhead``
+  STORE     rows x max(``store_row``, the row's AXI beats,              ``store_tail``
+            ceil(length / lanes)) + ``store_overhead``
+  MATMUL    max(n_rows, rows if preloading), or n_rows + rows when the  array latency +
+            weights share the inputs' scratchpad bank (the input read   ``landing``
+            wins every cycle, the weight reads come after)
+  VECTOR    n_rows x ``vector_row`` (+ ``vector_bank`` when both         ``landing``
+            operands are in one accumulator bank) + ``vector_overhead``
+  CONFIG,   1                                                          -
+  SYNC
+  ========  =========================================================  ================
 
-  AXI beats count the data-bus beats each row spans (a row crossing a beat boundary
-  costs one more); contiguous rows stream as one burst; a stride-0 broadcast reads its
-  row once. The array latency is ``G_r + G_c`` pipeline groups
-  (``rows + cols`` without ``pipeline_every``).
+  A VECTOR, and any other execute-queue instruction that pushes a token, first waits
+  until the MATMULs before it have landed (the execute unit drains the array). The
+  array latency is ``G_r + G_c`` pipeline groups (:func:`systolic.rtl.array.array_latency`)
+  plus the scratchpad read cycle.
+* The program ends ``halt`` cycles after the later of the last completion and HALT's
+  fetch.
 
-The result is an estimate for schedules and for checking utilization; the constants in
-:class:`PerfParams` are the knobs to calibrate against RTL cycle counts.
+What the model leaves out: a STORE that reads the accumulator bank the array is
+accumulating into waits for that accumulation (its read port goes to the array first),
+and a LOAD into that bank waits too; the compiler's schedules keep those apart. Every
+constant of :class:`PerfParams` was measured on the ``default`` preset in Verilator
+(``scripts/bench_perf.py --calibrate``).
 """
 
 from dataclasses import dataclass, field
+from math import gcd
 
-from .checks import queue_of
-from .isa import INSTR_BYTES, LoadDest, Opcode, Queue, StoreSrc, decode
+from .checks import BINARY_VECTOR_OPS, queue_of
+from .isa import LoadDest, Opcode, Queue, StoreSrc, VectorOp, decode
 from .numerics import OutType
 
-__all__ = ["PerfParams", "PerfReport", "estimate", "estimate_compiled"]
+__all__ = ["PerfParams", "PerfReport", "array_latency", "estimate", "estimate_compiled"]
 
 
 @dataclass(frozen=True)
 class PerfParams:
-    """Timing constants of the model (cycles).
+    """Timing constants of the model, in cycles, measured on the RTL.
 
     Attributes
     ----------
-    read_latency : int
-        From a read request to its first data beat.
-    write_latency : int
-        From the last write beat to the write response.
-    decode : int
-        From fetch to dispatch.
-    landing : int
-        Accumulator read-modify-write pipeline (a write accepted at t lands by t + this).
-    overhead : int
-        Cycles a unit spends per instruction besides moving data.
+    fetch_latency : float
+        START to the first instruction's dispatch.
+    fetch_interval : float
+        Cycles per fetched instruction (the fetch unit's rate: 16-byte instructions
+        fetched 4 at a time, 15 cycles per group of 4 on 64-bit AXI).
+    dispatch : float
+        Dispatch to the earliest start in the queue.
+    token : float
+        A push to the start of the instruction that pops it.
+    load_overhead : float
+        Cycles a LOAD occupies the load queue besides its rows (command set-up and the
+        read round trip of its first beat: LOADs do not overlap each other).
+    load_tail : float
+        End of a LOAD's occupancy to its token push (last row written).
+    store_overhead : float
+        Cycles a STORE occupies the store queue besides its rows (the first reads through
+        post-processing and the last write response).
+    store_row : float
+        Least cycles per stored row (int8 rows of the default preset: 4 rows per 3
+        cycles... about 1.33; int32 rows are bound by their AXI beats instead).
+    store_tail : float
+        End of a STORE's occupancy to its token push.
+    landing : float
+        Array output to the write landing in the accumulator, and to the token push.
+    vector_row : float
+        Cycles per VECTOR row (read both operands, compute, write).
+    vector_bank : float
+        Extra cycles per row when a binary VECTOR reads both operands from one bank.
+    vector_overhead : float
+        Cycles per VECTOR besides its rows.
+    read_latency : float
+        AXI read round trip, for strided LOADs bound by ``max_outstanding_reads``.
+    halt : float
+        From the last completion (or HALT's fetch) to done.
     array_latency : int or None
         Input row to output row of the array; ``None``: from the configuration.
     """
-    read_latency: int = 16
-    write_latency: int = 8
-    decode: int = 2
-    landing: int = 2
-    overhead: int = 1
+    fetch_latency: float = 6
+    fetch_interval: float = 3.75
+    dispatch: float = 2
+    token: float = 1
+    load_overhead: float = 12
+    load_tail: float = 1
+    store_overhead: float = 12
+    store_row: float = 4 / 3
+    store_tail: float = 1
+    landing: float = 3
+    vector_row: float = 4
+    vector_bank: float = 1
+    vector_overhead: float = 7
+    read_latency: float = 4
+    halt: float = 6
     array_latency: int | None = None
 
 
@@ -106,33 +152,66 @@ class PerfReport:
         return {q: (b / self.cycles if self.cycles else 0.0) for q, b in self.busy.items()}
 
 
-def _beats(addr, stride, n, row_bytes, axi):
-    """AXI data beats to move ``n`` rows of ``row_bytes`` at ``addr`` + i * ``stride``."""
+def _row_beats(addr, stride, n, row_bytes, axi):
+    """AXI data beats to read or write ``n`` rows of ``row_bytes`` at ``addr + i * stride``,
+    each row on its own (at least one beat per row), and the bursts they take."""
     if n <= 0 or row_bytes <= 0:
         return 0, 0
-    if stride == row_bytes or n == 1:
-        return -(-((addr % axi) + n * row_bytes) // axi), 1
-    if stride == 0:
-        return -(-((addr % axi) + row_bytes) // axi), 1
-    if stride % axi == 0:
-        return n * (-(-((addr % axi) + row_bytes) // axi)), n
-    total = 0
-    for i in range(n):
-        total += -(-(((addr + i * stride) % axi) + row_bytes) // axi)
-    return total, n
+    period = axi // gcd(stride % axi, axi) if stride % axi else 1
+    one = [-(-(((addr + i * stride) % axi) + row_bytes) // axi) for i in range(min(n, period))]
+    full, rest = divmod(n, len(one))
+    return full * sum(one) + sum(one[:rest]), n
 
 
-def _array_latency(config):
+def array_latency(config):
+    """Input row to output row of the array: ``G_r + G_c`` pipeline groups, as in
+    :func:`systolic.rtl.array.array_latency`."""
     g = config.pipeline_every
-    gr = -(-config.rows // g) if g else 1
-    gc = -(-config.cols // g) if g else 1
-    return config.rows + config.cols if not g else config.rows + config.cols + gr + gc
+    if not g:
+        return 2
+    return -(-config.rows // g) + -(-config.cols // g)
 
 
 _POP = {(Queue.LOAD, "pop_next"): "E2L", (Queue.EXEC, "pop_prev"): "L2E",
         (Queue.EXEC, "pop_next"): "S2E", (Queue.STORE, "pop_prev"): "E2S"}
 _PUSH = {(Queue.LOAD, "push_next"): "L2E", (Queue.EXEC, "push_prev"): "E2L",
          (Queue.EXEC, "push_next"): "E2S", (Queue.STORE, "push_prev"): "S2E"}
+
+
+def _timing(c, p, i, lat_array):
+    """``(busy, tail, bytes_read, bytes_written)`` of one queued instruction."""
+    op = i.opcode
+    axi = c.axi_bytes
+    if op is Opcode.LOAD:
+        eb = 1 if i.dest == LoadDest.SP.value else 4
+        m = i.n_rows - i.pad_top - i.pad_bottom
+        beats, bursts = _row_beats(i.dram_addr, i.stride, m, i.length * eb, axi)
+        nread = m * i.length * eb if m > 0 else 0
+        transfer = max(beats + i.n_rows - max(m, 0), i.n_rows,
+                       bursts * p.read_latency / c.max_outstanding_reads)
+        return transfer + p.load_overhead, p.load_tail, nread, 0
+    if op is Opcode.STORE:
+        if i.src == StoreSrc.SP.value:
+            nb, lanes = i.length, c.sp_width
+        else:
+            nb, lanes = i.length * OutType(i.out_type).nbytes, c.lanes
+        beats, _ = _row_beats(i.dram_addr, i.stride, i.n_rows, nb, axi)
+        rows = max(i.n_rows * p.store_row, i.n_rows * -(-i.length // lanes), beats)
+        return rows + p.store_overhead, p.store_tail, 0, i.n_rows * nb
+    if op is Opcode.MATMUL:
+        n = i.n_rows if i.compute else 0
+        if i.preload and n and i.w_addr // c.sp_depth == i.a_addr // c.sp_depth:
+            busy = n + c.rows
+        else:
+            busy = max(n, c.rows if i.preload else 0)
+        return busy, 1 + lat_array + p.landing, 0, 0
+    if op is Opcode.VECTOR:
+        row = p.vector_row
+        if (VectorOp(i.op) in BINARY_VECTOR_OPS
+                and i.src_a // c.acc_depth == i.src_b // c.acc_depth):
+            row += p.vector_bank
+        return i.n_rows * row + p.vector_overhead, p.landing, 0, 0
+    return 1, 0, 0, 0
 
 
 def estimate(config, words, params=None, *, trace=None):
@@ -143,22 +222,21 @@ def estimate(config, words, params=None, *, trace=None):
     """
     p = params or PerfParams()
     c = config
-    axi = c.axi_bytes
-    lat_array = p.array_latency if p.array_latency is not None else _array_latency(c)
+    lat_array = p.array_latency if p.array_latency is not None else array_latency(c)
     depth = {Queue.LOAD: c.load_queue_depth, Queue.EXEC: c.exec_queue_depth,
              Queue.STORE: c.store_queue_depth}
-    free = dict.fromkeys(Queue, 0)
+    free = dict.fromkeys(Queue, 0.0)
     starts = {q: [] for q in Queue}
     pushes = {ch: [] for ch in ("L2E", "E2L", "E2S", "S2E")}
     pops = dict.fromkeys(pushes, 0)
-    busy_total = dict.fromkeys(Queue, 0)
-    fetch = p.read_latency
-    end = 0
+    busy_total = dict.fromkeys(Queue, 0.0)
+    fetch = p.fetch_latency - p.fetch_interval
+    end = drained = 0.0
     macs = nread = nwritten = serial = count = 0
     for word in words:
         i = decode(int(word))
         count += 1
-        fetch += -(-INSTR_BYTES // axi)
+        fetch += p.fetch_interval
         if i.opcode is Opcode.HALT:
             break
         q = queue_of(i)
@@ -167,61 +245,44 @@ def estimate(config, words, params=None, *, trace=None):
         qs = starts[q]
         if len(qs) >= depth[q]:
             fetch = max(fetch, qs[-depth[q]])
-        ready = tokens = fetch + p.decode
+        ready = tokens = fetch + p.dispatch
         for (qq, flag), ch in _POP.items():
             if qq is q and getattr(i, flag):
                 if pops[ch] >= len(pushes[ch]):
                     raise ValueError(f"instruction {count - 1} pops {ch} with no token pushed "
                                      f"before it (DEADLOCK)")
-                tokens = max(tokens, pushes[ch][pops[ch]])
+                tokens = max(tokens, pushes[ch][pops[ch]] + p.token)
                 pops[ch] += 1
-        ready = max(ready, tokens)
-        op = i.opcode
-        tail = 0
-        if op is Opcode.LOAD:
-            eb = 1 if i.dest == LoadDest.SP.value else 4
-            m = i.n_rows - i.pad_top - i.pad_bottom
-            beats, bursts = _beats(i.dram_addr, i.stride, m, i.length * eb, axi)
-            if m and i.length:
-                nread += (1 if i.stride == 0 else m) * i.length * eb
-            burst_time = bursts * p.read_latency // c.max_outstanding_reads
-            busy = max(beats, i.n_rows, burst_time) + p.overhead
-            tail = (p.read_latency if beats else 0) + p.landing
-        elif op is Opcode.STORE:
-            nb = i.length if i.src == StoreSrc.SP.value else i.length * OutType(i.out_type).nbytes
-            beats, _ = _beats(i.dram_addr, i.stride, i.n_rows, nb, axi)
-            nwritten += i.n_rows * nb
-            lanes = c.lanes if i.src == StoreSrc.ACC.value else c.sp_width
-            busy = max(i.n_rows * -(-i.length // lanes), beats) + p.overhead
-            tail = p.write_latency
-        elif op is Opcode.MATMUL:
-            rows = i.n_rows if i.compute else 0
-            busy = max(rows, c.rows if i.preload else 0) + p.overhead
-            tail = lat_array + p.landing
-            macs += rows * c.rows * c.cols
-        elif op is Opcode.VECTOR:
-            busy = i.n_rows + p.overhead
-            tail = p.landing + 2
-        else:
-            busy = 1
-        start = max(ready, free[q])
+        pushing = any(getattr(i, flag) for (qq, flag) in _PUSH if qq is q)
+        busy, tail, r, w = _timing(c, p, i, lat_array)
+        start = max(ready, tokens, free[q])
+        if q is Queue.EXEC and i.opcode is not Opcode.MATMUL and (
+                pushing or i.opcode is Opcode.VECTOR):
+            start = max(start, drained)
         free[q] = start + busy
         done = start + busy + tail
+        if i.opcode is Opcode.MATMUL:
+            drained = max(drained, done)
+            if i.compute:
+                macs += i.n_rows * c.rows * c.cols
+        nread += r
+        nwritten += w
         qs.append(start)
         if trace is not None:
-            trace.append((count - 1, q.name.lower(), fetch + p.decode, tokens, start, done))
+            trace.append((count - 1, q.name.lower(), fetch + p.dispatch, tokens, start, done))
         busy_total[q] += busy
         serial += busy + tail
         end = max(end, done)
         for (qq, flag), ch in _PUSH.items():
             if qq is q and getattr(i, flag):
                 pushes[ch].append(done)
-    cycles = max(end, fetch)
+    cycles = round(max(end, fetch) + p.halt)
     util = macs / (cycles * c.rows * c.cols) if cycles else 0.0
     return PerfReport(cycles=cycles, macs=macs, mac_utilization=util,
-                      busy={q.name.lower(): b for q, b in busy_total.items()},
+                      busy={q.name.lower(): round(b) for q, b in busy_total.items()},
                       instructions=count, bytes_read=nread, bytes_written=nwritten,
-                      serial_cycles=serial + p.read_latency + count * -(-INSTR_BYTES // axi))
+                      serial_cycles=round(serial + p.fetch_latency + p.halt
+                                          + count * p.fetch_interval))
 
 
 def estimate_compiled(program, params=None):

@@ -72,7 +72,7 @@ def test_trace_and_compiled_program_steps():
     assert len(trace) == r.instructions - 1                 # every queued instruction
     assert all(start >= max(disp, tok) and done >= start
                for _, _, disp, tok, start, done in trace)
-    assert max(t[5] for t in trace) == r.cycles
+    assert r.cycles >= round(max(t[5] for t in trace) + PerfParams().halt)
     assert estimate_compiled(cp)[0].cycles == r.cycles
     b = ProgramBuilder(c)
     b.load(LoadDest.SP, 0, 0, 2, 2, 2)

@@ -5,25 +5,31 @@
 * ``K`` is cut into *k-blocks* of at most ``rows`` elements (an input row), ``N`` into
   *n-blocks* of ``cols`` (a weight tile is one k-block by one n-block), ``M`` into
   *m-tiles* of at most ``acc_depth / 2`` rows (one accumulator region).
-* Loop order: m-tile, n-block, k-block. One MATMUL per (m-tile, n-block, k-block)
-  streams the m-tile's input rows for the k-block through the active weight tile and
-  accumulates into the block's accumulator region; the same MATMUL preloads the next
-  weight tile (weight tiles are chained across blocks and m-tiles, so the array never
-  waits for weights).
-* The accumulator has four regions of ``m_tile`` rows, used in the order 0, 2, 1, 3 so
-  consecutive blocks alternate banks: while the array fills one region, the store queue
-  drains the previous block's and the load queue writes the bias of the next one (LOAD
-  into the accumulator, stride 0 broadcasts the bias row). Without a bias the first
-  k-block overwrites instead of accumulating.
-* Scratchpad: a ring of weight-tile slots (:attr:`GemmPlan.w_slots`), then the input
-  rows: *resident* (all k-blocks of the m-tile, loaded once and reused by every n-block)
-  when they fit, otherwise a ring of *streamed* k-block slots reloaded per n-block.
-* Program order is software-pipelined: every load is emitted :attr:`GemmPlan.lookahead`
-  MATMULs before the one that needs it (or right after the last reader of the slot it
-  overwrites, if that is later); a block's STORE follows its last MATMUL. The last block
-  is computed and stored in chunks of :attr:`GemmPlan.tail_chunk` rows so the store
-  tail after the last MATMUL is short. :class:`~systolic.compiler.program.ProgramBuilder`
-  inserts the tokens.
+* Loop order: m-tile, n-block, k-block. A *block* is the output of one (m-tile,
+  n-block); one MATMUL per (block, k-block) streams the block's input rows for the
+  k-block through the active weight tile and accumulates into the block's accumulator
+  region; the same MATMUL preloads the next weight tile (weight tiles are chained across
+  blocks and m-tiles, so the array never waits for weights).
+* The very last block is cut into *tail blocks* of :attr:`GemmPlan.tail_chunk` rows, each
+  with its own k-loop and accumulator region, so that all but the last chunk are stored
+  while the array computes, and the store tail after the last MATMUL is short.
+* The accumulator has four regions of ``m_tile`` rows, two in each bank; consecutive
+  blocks use regions 0, 1, 2, 3 in turn and so alternate banks: while the array
+  accumulates into one bank, the store queue drains the previous block from the other
+  (the array's accumulating writes take a bank's read port first, so a STORE from the
+  bank being accumulated into would wait) and the load queue writes the bias of the next
+  one there (LOAD into the accumulator, stride 0 broadcasts the bias row). Without a
+  bias the first k-block overwrites instead of accumulating.
+* Scratchpad: the input rows from row 0 — *resident* (all k-blocks of the m-tile,
+  loaded once and reused by every n-block) when they fit, otherwise a ring of
+  *streamed* k-block slots reloaded per n-block — and a ring of
+  :attr:`GemmPlan.w_slots` weight-tile slots at the top, in the last bank, so the
+  weight preloads never wait for the input reads of the same bank.
+* Program order is software-pipelined: every weight load is emitted
+  :attr:`GemmPlan.lookahead` MATMULs before the one that needs it and every input load
+  :attr:`GemmPlan.a_lookahead` MATMULs before (or right after the last reader of the
+  slot it overwrites, if that is later); a block's STORE follows its last MATMUL.
+  :class:`~systolic.compiler.program.ProgramBuilder` inserts the tokens.
 
 The caller provides the data movement as callbacks (dense matrices, im2col gathers), so
 the same schedule serves linear layers and convolutions.
@@ -35,10 +41,16 @@ import numpy as np
 
 from ..isa import MAX_ROWS, LoadDest
 
-__all__ = ["GemmPlan", "plan_gemm", "emit_gemm", "tile_weights", "bias_rows", "param_rows"]
+__all__ = ["GemmPlan", "plan_gemm", "emit_gemm", "tile_weights", "bias_rows", "param_rows",
+           "acc_region"]
 
 REGIONS = 4
-REGION_ORDER = (0, 2, 1, 3)
+
+
+def acc_region(config, m_tile, index):
+    """First accumulator row of region ``index`` (0..3): regions 0 and 2 in bank 0,
+    1 and 3 in bank 1."""
+    return (index % 2) * config.acc_depth + (index // 2) * m_tile
 
 
 @dataclass(frozen=True)
@@ -55,9 +67,14 @@ class GemmPlan:
     a_slots, w_slots : int
         Scratchpad slots for input blocks (``m_tile`` rows each) and weight tiles.
     lookahead : int
-        MATMULs a load is emitted ahead of its consumer.
+        MATMULs a weight load is emitted ahead of its consumer. A resident m-tile's
+        input loads wait for the last reader of their rows; when the load queue falls
+        behind there (every input row of the next m-tile is loaded during one block),
+        the weights it loads this far ahead keep the array busy.
     tail_chunk : int
-        Rows per MATMUL/STORE chunk of the last block.
+        Rows of each tail block (the last block is cut into such blocks).
+    a_lookahead : int
+        MATMULs a streamed input load is emitted ahead of its consumer.
     """
     m_tile: int
     k_blocks: int
@@ -65,8 +82,9 @@ class GemmPlan:
     resident: bool
     a_slots: int
     w_slots: int
-    lookahead: int = 2
+    lookahead: int = 12
     tail_chunk: int = 32
+    a_lookahead: int = 2
 
 
 def plan_gemm(config, m, k_blocks, n):
@@ -74,16 +92,17 @@ def plan_gemm(config, m, k_blocks, n):
     c = config
     if m < 1 or k_blocks < 1 or n < 1:
         raise ValueError(f"GEMM dimensions must be positive, not M={m} k-blocks={k_blocks} N={n}")
-    lookahead = 2
+    a_lookahead = 2
+    lookahead = 12
     w_slots = lookahead + 2
     avail = c.sp_rows - w_slots * c.rows
-    acc_cap = min(c.acc_rows // REGIONS, MAX_ROWS)
+    acc_cap = min(c.acc_depth // 2, MAX_ROWS)
     m_cap = min(m, acc_cap)
     resident_cap = avail // k_blocks
     if resident_cap >= min(m_cap, 16):
         resident, m_cap, a_slots = True, min(m_cap, resident_cap), k_blocks
     else:
-        a_slots = lookahead + 2
+        a_slots = a_lookahead + 2
         resident, m_cap = False, min(m_cap, avail // a_slots)
     if m_cap < 1:
         raise ValueError(f"the scratchpad ({c.sp_rows} rows) is too small for this GEMM")
@@ -92,7 +111,7 @@ def plan_gemm(config, m, k_blocks, n):
     n_blocks = -(-n // c.cols)
     return GemmPlan(m_tile=m_tile, k_blocks=k_blocks, n_blocks=n_blocks, resident=resident,
                     a_slots=a_slots, w_slots=w_slots, lookahead=lookahead,
-                    tail_chunk=max(8, min(32, m_tile)))
+                    tail_chunk=max(8, min(32, m_tile)), a_lookahead=a_lookahead)
 
 
 def tile_weights(config, w):
@@ -161,44 +180,49 @@ def emit_gemm(b, plan, *, m, n, load_a, w_tile_addr, store, bias_addr=None, para
     c = b.config
     p = plan
     kbs, nbs = p.k_blocks, p.n_blocks
-    a_base = p.w_slots * c.rows
+    w_base = c.sp_rows - p.w_slots * c.rows
     mtiles = [(m0, min(m, m0 + p.m_tile)) for m0 in range(0, m, p.m_tile)]
-    blocks = [(t, j) for t in range(len(mtiles)) for j in range(nbs)]
+    # blocks: (m-tile, n-block, first row, end row), rows relative to the m-tile
+    blocks = [(t, j, 0, m1 - m0) for t, (m0, m1) in enumerate(mtiles) for j in range(nbs)]
+    t, j, _, rows = blocks[-1]
+    if rows > p.tail_chunk:
+        blocks[-1:] = [(t, j, r0, min(rows, r0 + p.tail_chunk))
+                       for r0 in range(0, rows, p.tail_chunk)]
     steps = [(bi, kb) for bi in range(len(blocks)) for kb in range(kbs)]
     n_steps = len(steps)
-    region = [REGION_ORDER[bi % REGIONS] * p.m_tile for bi in range(len(blocks))]
+    region = [acc_region(c, p.m_tile, bi % REGIONS) for bi in range(len(blocks))]
     param_slots = max(1, c.param_rows // 2)
-    # exec position e: 0 is the first preload, e = s + 1 runs step s.
-    loads = [[] for _ in range(n_steps + 2)]   # items emitted before exec position e
-    stores = [[] for _ in range(n_steps + 2)]  # items emitted after exec position e
+    # exec position e: 0 is the first preload, e = s + 1 runs step s; loads[e] are
+    # emitted before exec position e. A load that overwrites rows step s reads (a weight
+    # slot is read by the preload of the step before) goes at e >= s + 2.
+    loads = [[] for _ in range(n_steps + 2)]
 
     def at(e_desired, e_earliest):
         return max(0, e_earliest, e_desired)
 
-    d = p.lookahead
+    last_read = {}   # resident input slot (k-block) -> last step reading it
     for s in range(n_steps):
         bi, kb = steps[s]
-        t, j = blocks[bi]
+        t, j, r0, _ = blocks[bi]
         slot = s % p.w_slots
-        loads[at(s - d, s - p.w_slots + 1)].append(("w", s, slot * c.rows))
+        loads[at(s - p.lookahead, s - p.w_slots + 1)].append(("w", s, w_base + slot * c.rows))
         if p.resident:
-            if j == 0:
-                prev = s - nbs * kbs + (nbs - 1) * kbs  # step (t-1, nbs-1, kb)
-                earliest = prev + 2 if t > 0 else 0
-                loads[at(s + 1 - d, earliest)].append(("a", s, a_base + kb * p.m_tile))
+            if j == 0 and r0 == 0:
+                loads[at(s + 1 - p.a_lookahead, last_read.get(kb, -2) + 2)].append(
+                    ("a", s, kb * p.m_tile))
+            last_read[kb] = s
         else:
             aslot = s % p.a_slots
-            loads[at(s + 1 - d, s + 2 - p.a_slots)].append(("a", s, a_base + aslot * p.m_tile))
+            loads[at(s + 1 - p.a_lookahead, s + 2 - p.a_slots)].append(
+                ("a", s, aslot * p.m_tile))
         if kb == 0:
             first = s + 1
             earliest = (bi - REGIONS + 1) * kbs + 1 if bi >= REGIONS else 0
             if bias_addr is not None:
-                loads[at(first - d, earliest)].append(("bias", bi, None))
+                loads[at(first - p.lookahead, earliest)].append(("bias", bi, None))
             if param_addr is not None:
                 pe = (bi - param_slots + 1) * kbs + 1 if bi >= param_slots else 0
-                loads[at(first - d, pe)].append(("param", bi, (bi % param_slots) * 2))
-        if kb == kbs - 1:
-            stores[s + 1].append(bi)
+                loads[at(first - p.lookahead, pe)].append(("param", bi, (bi % param_slots) * 2))
 
     def emit_load(item):
         kind, idx, where = item
@@ -208,12 +232,16 @@ def emit_gemm(b, plan, *, m, n, load_a, w_tile_addr, store, bias_addr=None, para
                    note=f"weights k{kb} n{blocks[bi][1]}")
         elif kind == "a":
             bi, kb = steps[idx]
-            m0, m1 = mtiles[blocks[bi][0]]
-            load_a(b, m0, m1, kb, where)
+            t, _, r0, r1 = blocks[bi]
+            m0, m1 = mtiles[t]
+            if p.resident:
+                load_a(b, m0, m1, kb, where)
+            else:
+                load_a(b, m0 + r0, m0 + r1, kb, where)
         elif kind == "bias":
-            m0, m1 = mtiles[blocks[idx][0]]
-            b.load(LoadDest.ACC, region[idx], bias_addr(blocks[idx][1]), m1 - m0, c.cols, 0,
-                   note=f"bias n{blocks[idx][1]}")
+            _, j, r0, r1 = blocks[idx]
+            b.load(LoadDest.ACC, region[idx], bias_addr(j), r1 - r0, c.cols, 0,
+                   note=f"bias n{j}")
         else:
             b.load(LoadDest.PARAM, where, param_addr(blocks[idx][1]), 2, c.cols, 4 * c.cols,
                    note=f"params n{blocks[idx][1]}")
@@ -221,16 +249,11 @@ def emit_gemm(b, plan, *, m, n, load_a, w_tile_addr, store, bias_addr=None, para
     def a_row(s):
         bi, kb = steps[s]
         if p.resident:
-            return a_base + kb * p.m_tile
-        return a_base + (s % p.a_slots) * p.m_tile
+            return kb * p.m_tile + blocks[bi][2]
+        return (s % p.a_slots) * p.m_tile
 
     def w_row(s):
-        return (s % p.w_slots) * c.rows
-
-    def emit_store(bi, r0, r1):
-        t, j = blocks[bi]
-        m0, _ = mtiles[t]
-        store(b, region[bi] + r0, m0 + r0, m0 + r1, j, (bi % param_slots) * 2)
+        return w_base + (s % p.w_slots) * c.rows
 
     for e in range(n_steps + 1):
         for item in loads[e]:
@@ -240,21 +263,11 @@ def emit_gemm(b, plan, *, m, n, load_a, w_tile_addr, store, bias_addr=None, para
             continue
         s = e - 1
         bi, kb = steps[s]
-        t, _ = blocks[bi]
-        m0, m1 = mtiles[t]
-        rows = m1 - m0
-        acc = kb > 0 or bias_addr is not None
+        t, j, r0, r1 = blocks[bi]
         nxt = s + 1 < n_steps
-        last_block = bi == len(blocks) - 1 and kb == kbs - 1
-        chunk = p.tail_chunk if last_block else rows
-        for r0 in range(0, rows, chunk):
-            r1 = min(rows, r0 + chunk)
-            final = r1 == rows
-            b.matmul(a_addr=a_row(s) + r0, c_addr=region[bi] + r0, n_rows=r1 - r0,
-                     accumulate=acc, preload=final and nxt,
-                     w_addr=w_row(s + 1) if final and nxt else 0, note=f"block {bi} k{kb}")
-            if last_block:
-                emit_store(bi, r0, r1)
-        if not last_block:
-            for sb in stores[e]:
-                emit_store(sb, 0, mtiles[blocks[sb][0]][1] - mtiles[blocks[sb][0]][0])
+        b.matmul(a_addr=a_row(s), c_addr=region[bi], n_rows=r1 - r0,
+                 accumulate=kb > 0 or bias_addr is not None, preload=nxt,
+                 w_addr=w_row(s + 1) if nxt else 0, note=f"block {bi} k{kb}")
+        if kb == kbs - 1:
+            m0 = mtiles[t][0]
+            store(b, region[bi], m0 + r0, m0 + r1, j, (bi % param_slots) * 2)
