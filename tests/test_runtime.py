@@ -28,12 +28,7 @@ pytestmark = [pytest.mark.verilator, pytest.mark.xdist_group("accel-default")]
 @pytest.fixture(scope="module")
 def rtl_device():
     from systolic.runtime.verilator import VerilatorDevice
-    from systolic.sim import build, verilator
 
-    # The device imports the precompiled-header make fix from sim.build, which no longer
-    # defines it (run_cocotb applies it itself); give it the same value until it does.
-    if not hasattr(build, "MAKE_FIX"):
-        build.MAKE_FIX = verilator.MAKE_FIX
     return VerilatorDevice(CONFIG)
 
 
