@@ -142,7 +142,7 @@ class System(wiring.Component):
     active: Out(1)
     link_error: Out(1)
 
-    def __init__(self, *, config, divisor, mem_size, ram=None):
+    def __init__(self, *, config, divisor, mem_size, ram=None, multiplier="generic"):
         if config is not None and not isinstance(config, AcceleratorConfig):
             raise TypeError(f"System config must be an AcceleratorConfig or None, "
                             f"not {config!r}")
@@ -156,7 +156,7 @@ class System(wiring.Component):
         self.accelerator = None
         if config is not None:
             from ..rtl.top import Accelerator
-            self.accelerator = Accelerator(config)
+            self.accelerator = Accelerator(config, multiplier=multiplier)
         super().__init__()
 
     def elaborate(self, platform):
@@ -292,6 +292,7 @@ class _BoardTop(Elaboratable):
     """Common part of the board tops: the system, its clock and its pins."""
 
     osc_hz = None
+    multiplier = "generic"   # the array's multiplier primitive on this board
 
     def __init__(self, *, config, target_hz, baud=1_000_000, mem_size=64 * 1024):
         self.config, self.target_hz, self.baud, self.mem_size = config, target_hz, baud, mem_size
@@ -302,7 +303,8 @@ class _BoardTop(Elaboratable):
         return target_hz
 
     def _system(self, ram=None):
-        return System(config=self.config, divisor=self.divisor, mem_size=self.mem_size, ram=ram)
+        return System(config=self.config, divisor=self.divisor, mem_size=self.mem_size, ram=ram,
+                      multiplier=self.multiplier)
 
 
 class ICEBreakerTop(_BoardTop):
@@ -312,6 +314,7 @@ class ICEBreakerTop(_BoardTop):
     """
 
     osc_hz = 12 * MHZ
+    multiplier = "ice40"     # SB_MAC16 in dual 8x8 mode: two PEs per DSP block
 
     def _clock(self, target_hz):
         if target_hz == self.osc_hz:

@@ -64,3 +64,16 @@ def _bench(args):
         print(f"systolic: error: benchmarks failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _fpga_arguments(parser):
+    from .fpga.build import fpga_arguments
+
+    fpga_arguments(parser)
+
+
+@subcommand("fpga", "build an FPGA board's bitstream and write its report", _fpga_arguments)
+def _fpga(args):
+    from .fpga.build import fpga_command
+
+    return fpga_command(args)
