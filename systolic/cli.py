@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import csr, isa
 from .config import PRESETS, AcceleratorConfig, preset
+from .runtime.device import DeviceError
 
 __all__ = [
     "PROG", "EXIT_BAD_INPUT", "CliError", "Subcommand", "SUBCOMMANDS", "SUBCOMMAND_MODULES",
@@ -309,3 +310,10 @@ def main(argv=None):
     except (ValueError, OSError) as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except DeviceError as exc:
+        # the input was fine; the device (a board, the simulator) failed
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

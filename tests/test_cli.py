@@ -129,6 +129,9 @@ def test_registered_subcommands_join_the_parser(capsys):
         seen.append((args.what, config_from_args(args).rows))
         if args.what == "oserror":
             raise FileNotFoundError(2, "No such file or directory", "weights.npz")
+        if args.what == "device":
+            from systolic.runtime.device import DeviceError
+            raise DeviceError("no answer from a board on /dev/ttyUSB1\nafter 3 attempts")
         return 0
 
     try:
@@ -139,6 +142,9 @@ def test_registered_subcommands_join_the_parser(capsys):
         assert seen == [("x", 5)]
         code, out, err = run(["probe-test", "--what", "oserror"], capsys)
         assert_one_line_error(code, err, "weights.npz: No such file or directory")
+        code, out, err = run(["probe-test", "--what", "device"], capsys)
+        assert code == 1 and out == "" and "Traceback" not in err
+        assert err == "systolic: error: no answer from a board on /dev/ttyUSB1 after 3 attempts\n"
     finally:
         del cli.SUBCOMMANDS["probe-test"]
 
