@@ -46,6 +46,7 @@ constant of :class:`PerfParams` was measured on the ``default`` preset in Verila
 (``scripts/bench_perf.py --calibrate``).
 """
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from math import gcd
 
@@ -99,20 +100,20 @@ class PerfParams:
     array_latency : int or None
         Input row to output row of the array; ``None``: from the configuration.
     """
-    fetch_latency: float = 6
+    fetch_latency: float = 5.5
     fetch_interval: float = 3.75
-    dispatch: float = 2
-    token: float = 1
-    load_overhead: float = 12
+    dispatch: float = 0
+    token: float = 0.5
+    load_overhead: float = 9
     load_tail: float = 1
-    store_overhead: float = 12
+    store_overhead: float = 11.5
     store_row: float = 4 / 3
     store_tail: float = 1
     landing: float = 3
     vector_row: float = 4
     vector_bank: float = 1
-    vector_overhead: float = 7
-    read_latency: float = 4
+    vector_overhead: float = 4.5
+    read_latency: float = 3
     halt: float = 6
     array_latency: int | None = None
 
@@ -189,7 +190,8 @@ def _timing(c, p, i, lat_array):
         nread = m * i.length * eb if m > 0 else 0
         transfer = max(beats + i.n_rows - max(m, 0), i.n_rows,
                        bursts * p.read_latency / c.max_outstanding_reads)
-        return transfer + p.load_overhead, p.load_tail, nread, 0
+        first = p.read_latency if beats else 0
+        return transfer + first + p.load_overhead, p.load_tail, nread, 0
     if op is Opcode.STORE:
         if i.src == StoreSrc.SP.value:
             nb, lanes = i.length, c.sp_width
@@ -214,13 +216,62 @@ def _timing(c, p, i, lat_array):
     return 1, 0, 0, 0
 
 
+class _Writes:
+    """Cycles the array writes each accumulator bank: merged, sorted ``[begin, end)``
+    intervals, all writes and accumulating ones apart."""
+
+    def __init__(self):
+        self.spans = {}
+
+    def add(self, key, begin, end):
+        spans = self.spans.setdefault(key, [])
+        if spans and begin <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([begin, end])
+
+    def finish(self):
+        for spans in self.spans.values():
+            spans.sort()
+        return self
+
+    def delay(self, key, start, work):
+        """When ``work`` cycles starting at ``start`` end if they cannot run while the
+        array writes ``key``."""
+        spans = self.spans.get(key)
+        if not spans:
+            return start + work
+        t = start
+        k = max(0, bisect_right(spans, [t, float("inf")]) - 1)
+        for begin, end in spans[k:]:
+            if end <= t:
+                continue
+            if begin - t >= work:
+                break
+            work -= max(0, begin - t)
+            t = end
+        return t + work
+
+
 def estimate(config, words, params=None, *, trace=None):
     """Estimate the cycles of ``words`` (a program ending in HALT) on ``config``.
+
+    Two passes: the second delays the STOREs and LOADs that need an accumulator bank
+    while the first pass's MATMULs write it (an approximation: the MATMULs' own times
+    come from the first pass).
 
     If ``trace`` is a list, one tuple ``(index, queue, dispatched, tokens_ready, start,
     done)`` per queued instruction is appended to it (to see what each one waited for).
     """
     p = params or PerfParams()
+    words = [int(w) for w in words]
+    writes = _walk(config, words, p, None, None, record=True)
+    return _walk(config, words, p, writes.finish() if writes.spans else None, trace)
+
+
+def _walk(config, words, p, conflicts, trace, record=False):
+    """One pass of :func:`estimate`; returns the report, or with ``record`` the array's
+    accumulator writes."""
     c = config
     lat_array = p.array_latency if p.array_latency is not None else array_latency(c)
     depth = {Queue.LOAD: c.load_queue_depth, Queue.EXEC: c.exec_queue_depth,
@@ -233,8 +284,9 @@ def estimate(config, words, params=None, *, trace=None):
     fetch = p.fetch_latency - p.fetch_interval
     end = drained = 0.0
     macs = nread = nwritten = serial = count = 0
+    record = _Writes() if record else None
     for word in words:
-        i = decode(int(word))
+        i = decode(word)
         count += 1
         fetch += p.fetch_interval
         if i.opcode is Opcode.HALT:
@@ -259,12 +311,25 @@ def estimate(config, words, params=None, *, trace=None):
         if q is Queue.EXEC and i.opcode is not Opcode.MATMUL and (
                 pushing or i.opcode is Opcode.VECTOR):
             start = max(start, drained)
+        if conflicts is not None:
+            # the array's accumulating writes take a bank's read port first (STORE);
+            # any array write keeps a LOAD out of the bank
+            if i.opcode is Opcode.STORE and i.src == StoreSrc.ACC.value:
+                busy = conflicts.delay(("acc", i.addr // c.acc_depth), start, busy) - start
+            elif i.opcode is Opcode.LOAD and i.dest == LoadDest.ACC.value:
+                busy = conflicts.delay(("any", i.addr // c.acc_depth), start, busy) - start
         free[q] = start + busy
         done = start + busy + tail
         if i.opcode is Opcode.MATMUL:
             drained = max(drained, done)
             if i.compute:
                 macs += i.n_rows * c.rows * c.cols
+                if record is not None:
+                    bank = i.c_addr // c.acc_depth
+                    first = start + 1 + lat_array
+                    record.add(("any", bank), first, first + busy)
+                    if i.accumulate:
+                        record.add(("acc", bank), first, first + busy)
         nread += r
         nwritten += w
         qs.append(start)
@@ -276,6 +341,8 @@ def estimate(config, words, params=None, *, trace=None):
         for (qq, flag), ch in _PUSH.items():
             if qq is q and getattr(i, flag):
                 pushes[ch].append(done)
+    if record is not None:
+        return record
     cycles = round(max(end, fetch) + p.halt)
     util = macs / (cycles * c.rows * c.cols) if cycles else 0.0
     return PerfReport(cycles=cycles, macs=macs, mac_utilization=util,
