@@ -20,8 +20,14 @@ largest GEMM's MAC utilization, and writes ``build/reports/bench-perf.json`` and
 ``build/reports/bench-perf-programs.json``, so ``--model-only`` re-estimates the same
 programs without a simulation (to calibrate ``PerfParams``).
 
+``--calibrate`` adds the microbenchmarks (one kind of instruction per program: LOAD and
+STORE row costs and overheads, fetch rate, back-to-back MATMULs with weights in or out of
+the inputs' bank, token round trips, a STORE from the accumulator bank being
+accumulated into) that the constants of :class:`~systolic.perf.PerfParams` were read from.
+
 Usage: ``python scripts/bench_perf.py [--preset default] [--sizes 64,128,256]
-[--ragged 100x300x130] [--networks mlp,cnn] [--build-root build/perfcal] [--model-only]``
+[--ragged 100x300x130] [--networks mlp,cnn] [--build-root build/perfcal] [--calibrate]
+[--model-only]``
 """
 
 import argparse
@@ -134,11 +140,16 @@ def run_all(config, args, console):
     rtl_dev = VerilatorDevice(config, build_root=args.build_root)
     with console.status("GEMMs: golden model and RTL"):
         cases = gemm_cases(config, args.shapes, args.seed)
-        golden = GoldenDevice(config).run_batch([c.job for c in cases])
-        rtl = rtl_dev.run_batch([c.job for c in cases]) if cases else []
+        micro = micro_cases(config) if args.calibrate else []
+        golden = GoldenDevice(config).run_batch([c.job for c in cases + micro])
+        rtl = rtl_dev.run_batch([c.job for c in cases + micro]) if cases + micro else []
     stats = dict(rtl_dev.last_stats)
-    for c, g, r in zip(cases, golden, rtl, strict=True):
+    for c, g, r in zip(cases + micro, golden, rtl, strict=True):
         c.golden, c.rtl = g, r
+        if c.group == "micro":
+            if not r.ok or r.error != g.error:
+                failures.append(f"{c.name}: RTL stopped with {r.error}, golden with {g.error}")
+            continue
         read, expected = c.check
         if not np.array_equal(read(g.memory), expected):
             failures.append(f"{c.name}: golden model differs from the NumPy reference")
@@ -159,7 +170,64 @@ def run_all(config, args, console):
                 if not r.ok:
                     failures.append(f"{c.name}: RTL stopped with {r.error}")
                 cases.append(c)
-    return cases, failures, stats
+    return cases + micro, failures, stats
+
+
+def micro_programs(config):
+    """Small programs of one kind of instruction each, the measurements the constants of
+    :class:`~systolic.perf.PerfParams` come from: ``{name: assembly}``."""
+    c, d = config, 0x10000
+    wb, ab = (c.sp_banks - 1) * c.sp_depth, c.acc_depth    # last scratchpad bank, acc bank 1
+    n8 = c.sp_width
+    progs = {"halt": "", "nop x32": "NOP\n" * 32}
+    for n in (8, 128):
+        progs[f"load sp {n} rows"] = (f"LOAD dest=sp n_rows={n} length={n8} stride={n8} "
+                                      f"dram_addr={d}")
+        progs[f"load acc {n} rows broadcast"] = (f"LOAD dest=acc n_rows={n} length={c.cols} "
+                                                  f"stride=0 dram_addr={d}")
+        progs[f"store int8 {n} rows"] = (f"STORE src=acc out_type=int8 n_rows={n} "
+                                         f"length={c.cols} stride=256 dram_addr={d}")
+        progs[f"store int32 {n} rows"] = (f"STORE src=acc out_type=int32 n_rows={n} "
+                                          f"length={c.cols} stride={4 * c.cols} dram_addr={d}")
+        progs[f"vector add {n} rows"] = f"VECTOR op=add dst=0 src_a=0 src_b={ab} n_rows={n}"
+    progs["load 8 rows, unaligned"] = (f"LOAD dest=sp n_rows=8 length={n8} stride=100 "
+                                       f"dram_addr={d + 3}")
+    progs["load padding only"] = "LOAD dest=sp n_rows=8 length=1 pad_top=8"
+    progs["8 loads of 8 rows"] = "\n".join(
+        f"LOAD dest=sp addr={8 * k} n_rows=8 length={n8} stride={n8} dram_addr={d + 64 * k}"
+        for k in range(8))
+    progs["8 stores of 16 int8 rows"] = "\n".join(
+        f"STORE src=acc out_type=int8 addr={16 * k} n_rows=16 length={c.cols} stride={c.cols} "
+        f"dram_addr={d + 128 * k}" for k in range(8))
+    progs["vector max 64 rows, one bank"] = "VECTOR op=max dst=0 src_a=0 src_b=100 n_rows=64"
+    for where, w in (("weights in another bank", wb), ("weights in the inputs' bank", 1000)):
+        progs[f"8 MATMULs of 128 rows, {where}"] = f"MATMUL preload=1 w_addr={w}\n" + "\n".join(
+            f"MATMUL compute=1 preload=1 w_addr={w + 8 * (k % 4)} n_rows=128 accumulate=1"
+            for k in range(8))
+    progs["LOAD -> MATMUL token"] = (f"LOAD dest=sp n_rows=8 length={n8} stride={n8} "
+                                     f"dram_addr={d} push_next\nMATMUL compute=1 n_rows=8 pop_prev")
+    progs["MATMUL -> STORE token"] = (f"MATMUL preload=1 w_addr={wb}\nMATMUL compute=1 n_rows=128 "
+                                      f"push_next\nSTORE src=acc out_type=int8 n_rows=8 "
+                                      f"length={c.cols} stride={c.cols} dram_addr={d} pop_prev")
+    for where, addr in (("the other bank", ab + 88), ("the bank being accumulated", 256)):
+        progs[f"STORE from {where}"] = (
+            f"MATMUL preload=1 w_addr={wb}\nMATMUL compute=1 n_rows=512 accumulate=1\n"
+            f"STORE src=acc addr={addr} out_type=int8 n_rows=128 length={c.cols} "
+            f"stride={c.cols} dram_addr={d}")
+    return progs
+
+
+def micro_cases(config):
+    from systolic.isa import assemble, to_bytes
+    from systolic.runtime.device import Job
+
+    cases = []
+    for name, text in micro_programs(config).items():
+        words = assemble(text + "\nHALT\n")
+        image = bytearray(0x30000)
+        image[:16 * len(words)] = to_bytes(words)
+        cases.append(Case(name, "micro", Job(bytes(image), 0, len(words)), 0))
+    return cases
 
 
 def estimate_rows(config, measured, params):
@@ -238,6 +306,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--build-root", default=None,
                         help="folder of the Verilator build (default build/sim)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="also run the microbenchmarks the PerfParams come from")
     parser.add_argument("--model-only", action="store_true",
                         help="re-estimate the programs of the last run without simulating")
     args = parser.parse_args(argv)
@@ -274,9 +344,10 @@ def main(argv=None):
     params = PerfParams()
     rows = estimate_rows(config, measured, params)
     print_table(console, config, rows)
-    errors = [abs(r["error"]) for r in rows]
+    errors = [abs(r["error"]) for r in rows if r["group"] != "micro"]
     console.print(f"cycle model vs RTL: mean |error| {np.mean(errors):.1%}, "
-                  f"max {max(errors):.1%} over {len(rows)} programs")
+                  f"max {max(errors):.1%} over {len(errors)} programs (microbenchmarks "
+                  f"apart)")
     gemms = [r for r in rows if r["group"] == "gemm"]
     largest = max(gemms, key=lambda r: r["macs"]) if gemms else None
     if largest:
@@ -285,7 +356,7 @@ def main(argv=None):
     if stats.get("sim_wall_s"):
         console.print(f"simulation: {stats['sim_cycles']:,.0f} cycles of GEMMs in "
                       f"{stats['sim_wall_s']:.1f} s")
-    png = plot(rows)
+    png = plot([r for r in rows if r["group"] != "micro"])
     report = {
         "preset": config.name, "params": vars(params), "runs": rows,
         "mean_abs_error": float(np.mean(errors)), "max_abs_error": float(max(errors)),
