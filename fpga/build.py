@@ -50,9 +50,15 @@ def _run_logged(cmd, cwd, log):
         return subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
 
 
-def _block_synthesis(board, cwd):
-    """Synthesize ``top.il`` again without flattening; per-module cell counts as JSON."""
+def _block_synthesis(board, cwd, *, abc=True):
+    """Synthesize ``top.il`` again without flattening; per-module cell counts as JSON.
+
+    With ``abc=False`` LUTs are mapped without ABC: larger counts, but the same split
+    between blocks; the fallback when ABC fails on the unflattened design.
+    """
     synth = "synth_ice40 -dsp" if board.family == "ice40" else "synth_ecp5"
+    if not abc:
+        synth += " -noabc9 -noabc"
     script = (f"read_rtlil {TOP}.il; {synth} -noflatten -top {TOP}; "
               f"tee -q -o blocks.json stat -json")
     return subprocess.Popen([os.environ["YOSYS"], "-q", "-p", script], cwd=cwd,
@@ -193,6 +199,10 @@ def build_board(board, preset=None, out_dir="build/fpga", progress=True, *, targ
         report["failure"] = (errors or log or ["build script failed"])[-1].strip()
     if side is not None:
         blocks_path = build_dir / "blocks.json"
+        if side.returncode != 0 or not blocks_path.exists():
+            side = _block_synthesis(b, build_dir, abc=False)
+            side.wait()
+            report["blocks_mapping"] = "without ABC (relative sizes; totals above are exact)"
         if side.returncode == 0 and blocks_path.exists():
             report["blocks"] = block_table(json.loads(blocks_path.read_text()), b.family)
         else:
