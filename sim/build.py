@@ -48,7 +48,7 @@ def run_accelerator_bench(preset_name, *, testcase=None, env=None, waves=False,
     env : dict, optional
         Extra environment for the bench (``SYSTOLIC_SEED``, ``SYSTOLIC_PROGRAMS`` ...).
     waves : bool
-        Dump an FST trace into the build folder.
+        Dump a VCD trace (dump.vcd) into the build folder.
     """
     source = accelerator_verilog(preset_name)
     extra_env = {"SYSTOLIC_PRESET": preset_name, **(env or {})}

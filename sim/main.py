@@ -84,7 +84,8 @@ def run_network(name, onnx_path, x, y, config, *, batch, waves=False, console=No
     g = np.asarray(gold_out[out_name])[:len(x)]
     r = np.asarray(rtl_out[out_name])
     cycles = rtl.totals.get("cycles", 0)
-    macs = gold_info["macs"] * len(x) // max(1, len(g))
+    # MACs the array executed: the golden model's count per program run, times the runs
+    macs = gold_info["macs"] * rtl.jobs // max(1, gold_info["runs"])
     return {
         "model": name,
         "onnx": str(Path(onnx_path).relative_to(REPO)) if Path(onnx_path).is_relative_to(REPO)
@@ -113,7 +114,7 @@ def main(argv=None):
                         help="quantized variant of the zoo (qoperator|qdq)_(uint8|int8)")
     parser.add_argument("--batch", type=int, default=60, help="images per program run")
     parser.add_argument("--images", type=int, default=0, help="limit (0: all test images)")
-    parser.add_argument("--waves", action="store_true", help="dump an FST waveform")
+    parser.add_argument("--waves", action="store_true", help="dump a VCD of the first batch")
     parser.add_argument("-o", "--output", default=str(BUILD / "reports" / "sim.json"))
     args = parser.parse_args(argv)
 
@@ -123,7 +124,7 @@ def main(argv=None):
     from systolic.zoo import build_models, digits_split
 
     setup_env()
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     try:
         config = preset(args.preset)
         names = tuple(n for n in args.models.split(",") if n)

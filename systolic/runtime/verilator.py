@@ -23,7 +23,7 @@ class VerilatorDevice(Device):
     ----------
     config : AcceleratorConfig
     waves : bool
-        Build with tracing and dump an FST waveform of the batch.
+        Build with tracing and dump a VCD waveform of each batch.
     build_root : path, optional
         Where build folders live (default ``build/sim`` in the repository).
     """
@@ -37,6 +37,7 @@ class VerilatorDevice(Device):
         self.waves = waves
         self.build_root = Path(build_root) if build_root else None
         self.last_stats = {}
+        self._work = None
 
     def build_dir(self):
         from systolic.sim.verilator import BUILD
@@ -53,8 +54,8 @@ class VerilatorDevice(Device):
 
     @property
     def waveform(self):
-        """Path of the FST waveform of the last batch (with ``waves=True``)."""
-        return self.build_dir() / "accelerator.fst"
+        """Path of the VCD waveform of the last batch (with ``waves=True``)."""
+        return self._work / "dump.vcd" if self._work else None
 
     def run_batch(self, jobs, progress=None):
         from systolic.sim.build import EXTRA_FLAGS, TOPLEVEL
@@ -67,6 +68,7 @@ class VerilatorDevice(Device):
         bdir = self.build_dir()
         source = emit_verilog(Accelerator(self.config), TOPLEVEL, bdir / f"{TOPLEVEL}.v")
         work = Path(tempfile.mkdtemp(prefix="jobs-", dir=bdir))
+        self._work = work
         job_file, result_file, progress_file = (work / "jobs.pkl", work / "results.pkl",
                                                 work / "progress")
         with open(job_file, "wb") as f:
