@@ -10,12 +10,12 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from systolic.config import AcceleratorConfig, preset
 from systolic.rtl.accumulator import Accumulator
 from systolic.rtl.params import ParamBuffer
 from systolic.rtl.postproc import PostProcessor
 from systolic.rtl.scratchpad import Scratchpad
-
-from systolic.config import AcceleratorConfig, preset
 
 READERS = Scratchpad.READ_PORTS
 
