@@ -85,3 +85,16 @@ def test_synth_ecp5_ulx3s():
     print(f"ECP5 ulx3s: LUT4={luts} FF={ffs} MULT18X18D={counts.get('MULT18X18D', 0)} "
           f"DP16KD={counts.get('DP16KD', 0)} TRELLIS_DPR16X4={counts.get('TRELLIS_DPR16X4', 0)}")
     assert luts > 0 and ffs > 0
+
+
+@pytest.mark.fpga
+def test_synth_ecp5_tiny():
+    """The top synthesizes for ECP5 in every `make test` (the tiny preset, ~30 s); the
+    ulx3s preset's synthesis above is long and runs in `make test-long`."""
+    stat, counts = _synth("tiny", "ecp5")
+    luts = counts.get("LUT4", 0)
+    ffs = sum(v for k, v in counts.items() if k.startswith(("TRELLIS_FF", "FD")))
+    mults = counts.get("MULT18X18D", 0)
+    print(f"ECP5 tiny: LUT4={luts} FF={ffs} MULT18X18D={mults} DP16KD={counts.get('DP16KD', 0)}")
+    # 2x2 array products plus post-processing and vector multipliers map to DSP blocks
+    assert luts > 1000 and ffs > 1000 and mults >= 4
