@@ -12,7 +12,11 @@ BUILD = REPO / "build"
 TB = REPO / "tb"
 
 # Amaranth's Verilog widens and truncates freely; these are the only warnings we waive.
-MAKE_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+# The wheel's verilated.mk leaves the precompiled-header flag empty, and gcc's PCH is
+# sometimes rejected as invalid ("PCH files were found, but they were invalid"), after
+# which the build looks for a header that does not exist. Include the plain header.
+# (cocotb's runner always builds with the prefix Vtop.)
+MAKE_FIX = r"VK_PCH_I_FAST=-include\ Vtop__pch.h VK_PCH_I_SLOW=-include\ Vtop__pch.h"
 
 VERILATOR_FLAGS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-CFLAGS", "-std=c++20 -fcoroutines"]
 
