@@ -17,25 +17,21 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster
 from cocotbext.axi.axi_ram import AxiRamRead, AxiRamWrite
 from cocotbext.axi.memory import Memory
 
-from systolic.csr import CSR, CSR_MAP
+from systolic.csr import CSR, CSR_MAP, field_mask
 
 __all__ = ["AcceleratorTB", "CheckedAxiRam", "RunTimeout", "ScoreboardError", "check_run",
            "CTRL_START", "CTRL_SOFT_RESET", "CTRL_IRQ_ENABLE", "STATUS_BUSY",
            "STATUS_DONE", "STATUS_ERROR", "STATUS_RESETTING"]
 
 
-def _bit(reg, name):
-    return 1 << next(f.lsb for f in CSR[reg].fields if f.name == name)
-
-
-CTRL_START = _bit("CTRL", "START")
-CTRL_SOFT_RESET = _bit("CTRL", "SOFT_RESET")
-CTRL_IRQ_ENABLE = _bit("CTRL", "IRQ_ENABLE")
-STATUS_BUSY = _bit("STATUS", "BUSY")
-STATUS_DONE = _bit("STATUS", "DONE")
-STATUS_ERROR = _bit("STATUS", "ERROR")
-STATUS_RESETTING = _bit("STATUS", "RESETTING")
-IRQ_DONE = _bit("IRQ_STATUS", "DONE")
+CTRL_START = field_mask("CTRL", "START")
+CTRL_SOFT_RESET = field_mask("CTRL", "SOFT_RESET")
+CTRL_IRQ_ENABLE = field_mask("CTRL", "IRQ_ENABLE")
+STATUS_BUSY = field_mask("STATUS", "BUSY")
+STATUS_DONE = field_mask("STATUS", "DONE")
+STATUS_ERROR = field_mask("STATUS", "ERROR")
+STATUS_RESETTING = field_mask("STATUS", "RESETTING")
+IRQ_DONE = field_mask("IRQ_STATUS", "DONE")
 
 
 class RunTimeout(AssertionError):

@@ -6,7 +6,7 @@ The C header, the generated Markdown and the CSR block RTL all read this table.
 from dataclasses import dataclass
 
 __all__ = ["CsrField", "CsrRegister", "CSR_MAP", "CSR", "ID_MAGIC", "VERSION", "csr_markdown",
-           "id_words"]
+           "id_words", "field_mask", "perf_name"]
 
 ID_MAGIC = 0x53595354  # "SYST"
 VERSION = 0x0001_0000  # major.minor, 16 bits each
@@ -100,6 +100,17 @@ CSR_MAP = (
 )
 
 CSR = {reg.name: reg for reg in CSR_MAP}
+
+
+def field_mask(reg, field):
+    """The mask of field ``field`` of register ``reg`` (``field_mask("STATUS", "DONE")``)."""
+    (f,) = [f for f in CSR[reg].fields if f.name == field]
+    return ((1 << f.width) - 1) << f.lsb
+
+
+def perf_name(reg):
+    """The short name of a performance counter: ``PERF_MAC_BUSY`` -> ``mac_busy``."""
+    return reg.removeprefix("PERF_").lower()
 
 
 def id_words(config):

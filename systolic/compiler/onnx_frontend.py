@@ -331,16 +331,9 @@ class _Importer:
                              "supported (int8 or uint8)")
         return dtype, dtype_range(dtype)
 
-    def emit_linear(self, node, x, x_scale, x_zp, w_kn, w_scale, bias, y_name, y_scale, y_zp,
-                    *, relu=False):
-        """Add a :class:`Linear` from float scales; ``w_kn`` (K, N) int8, bias int32 or None."""
-        self.annotate(x, x_scale, x_zp)
-        info = self.info(x)
-        k, n = w_kn.shape
-        if info.shape[-1] != k:
-            raise ModelError(f"node {node.name!r} ({node.op_type}): input has {info.shape[-1]} "
-                             f"features but the weights expect {k} (shapes {info.shape} and "
-                             f"{w_kn.shape})")
+    def channel_params(self, node, n, x_scale, w_scale, bias, y_scale, y_zp, relu):
+        """Per-output-channel parameters of a linear or convolution node with ``n`` output
+        channels: ``(bias, multiplier, shift, dtype, y_zp, lo, hi)``, checked."""
         w_scale = np.asarray(w_scale, np.float32).reshape(-1)
         if w_scale.size not in (1, n):
             raise ModelError(f"node {node.name!r} ({node.op_type}): {w_scale.size} weight scales "
@@ -354,11 +347,25 @@ class _Importer:
         y_zp = int(y_zp)
         if relu:
             lo = max(lo, y_zp)
+        return (bias, np.broadcast_to(m, (n,)).copy(), np.broadcast_to(s, (n,)).copy(), dtype,
+                y_zp, lo, hi)
+
+    def emit_linear(self, node, x, x_scale, x_zp, w_kn, w_scale, bias, y_name, y_scale, y_zp,
+                    *, relu=False):
+        """Add a :class:`Linear` from float scales; ``w_kn`` (K, N) int8, bias int32 or None."""
+        self.annotate(x, x_scale, x_zp)
+        info = self.info(x)
+        k, n = w_kn.shape
+        if info.shape[-1] != k:
+            raise ModelError(f"node {node.name!r} ({node.op_type}): input has {info.shape[-1]} "
+                             f"features but the weights expect {k} (shapes {info.shape} and "
+                             f"{w_kn.shape})")
+        bias, m, s, dtype, y_zp, lo, hi = self.channel_params(
+            node, n, x_scale, w_scale, bias, y_scale, y_zp, relu)
         self.add_tensor(y_name, (*info.shape[:-1], n), dtype, y_scale, y_zp)
         self.graph.ops.append(Linear(
             node.name, x.tensor, y_name, w_kn.astype(np.int8),
-            fold_zero_point(bias, w_kn, x_zp, node.name), int(x_zp),
-            np.broadcast_to(m, (n,)).copy(), np.broadcast_to(s, (n,)).copy(), y_zp, lo, hi))
+            fold_zero_point(bias, w_kn, x_zp, node.name), int(x_zp), m, s, y_zp, lo, hi))
         self.values[y_name] = QAct(y_name)
 
     def emit_conv(self, node, x, x_scale, x_zp, w, w_scale, bias, y_name, y_scale, y_zp, attrs,
@@ -382,19 +389,8 @@ class _Importer:
         oh, ow = conv_output_hw(info.shape[2], info.shape[3], (kh, kw), strides, pads, dil)
         if oh <= 0 or ow <= 0:
             raise ModelError(f"node {node.name!r} ({node.op_type}): output would be empty")
-        w_scale = np.asarray(w_scale, np.float32).reshape(-1)
-        if w_scale.size not in (1, cout):
-            raise ModelError(f"node {node.name!r} ({node.op_type}): {w_scale.size} weight scales "
-                             f"for {cout} output channels")
-        bias = np.zeros(cout, np.int32) if bias is None else np.asarray(bias)
-        if bias.shape != (cout,):
-            raise ModelError(f"node {node.name!r} ({node.op_type}): bias has shape {bias.shape}, "
-                             f"expected ({cout},)")
-        dtype, (lo, hi) = self.out_range(node, y_zp)
-        m, s = self.requant(node, x_scale, w_scale, y_scale)
-        y_zp = int(y_zp)
-        if relu:
-            lo = max(lo, y_zp)
+        bias, m, s, dtype, y_zp, lo, hi = self.channel_params(
+            node, cout, x_scale, w_scale, bias, y_scale, y_zp, relu)
         w_kn = w.reshape(cout, -1).T
         folded = np.concatenate([
             fold_zero_point(bias[g * (cout // group):(g + 1) * (cout // group)],
@@ -402,8 +398,7 @@ class _Importer:
                             node.name) for g in range(group)])
         self.add_tensor(y_name, (info.shape[0], cout, oh, ow), dtype, y_scale, y_zp)
         self.graph.ops.append(Conv(
-            node.name, x.tensor, y_name, w.astype(np.int8), folded, int(x_zp),
-            np.broadcast_to(m, (cout,)).copy(), np.broadcast_to(s, (cout,)).copy(), y_zp, lo,
+            node.name, x.tensor, y_name, w.astype(np.int8), folded, int(x_zp), m, s, y_zp, lo,
             hi, strides, pads, dil, group))
         self.values[y_name] = QAct(y_name)
         return True

@@ -9,7 +9,7 @@ accesses, so it runs unchanged against a simulated board.
 
 import time
 
-from ..csr import CSR, CSR_MAP, id_words
+from ..csr import CSR, CSR_MAP, field_mask, id_words, perf_name
 from ..isa import ErrorCode
 from .device import Device, DeviceError, DeviceResult
 from .protocol import Command, Link, LinkError
@@ -20,19 +20,14 @@ __all__ = ["SerialDevice", "DEFAULT_BAUD", "STATUS_BUSY", "STATUS_DONE", "STATUS
 DEFAULT_BAUD = 1_000_000
 
 
-def _bit(reg, field):
-    (f,) = [f for f in CSR[reg].fields if f.name == field]
-    return 1 << f.lsb
-
-
-STATUS_BUSY = _bit("STATUS", "BUSY")
-STATUS_DONE = _bit("STATUS", "DONE")
-STATUS_ERROR = _bit("STATUS", "ERROR")
-STATUS_ACC_OVERFLOW = _bit("STATUS", "ACC_OVERFLOW")
-CTRL_START = _bit("CTRL", "START")
-CTRL_SOFT_RESET = _bit("CTRL", "SOFT_RESET")
-CTRL_IRQ_ENABLE = _bit("CTRL", "IRQ_ENABLE")
-_PERF = {reg.name.removeprefix("PERF_").lower(): reg.offset for reg in CSR_MAP if reg.perf}
+STATUS_BUSY = field_mask("STATUS", "BUSY")
+STATUS_DONE = field_mask("STATUS", "DONE")
+STATUS_ERROR = field_mask("STATUS", "ERROR")
+STATUS_ACC_OVERFLOW = field_mask("STATUS", "ACC_OVERFLOW")
+CTRL_START = field_mask("CTRL", "START")
+CTRL_SOFT_RESET = field_mask("CTRL", "SOFT_RESET")
+CTRL_IRQ_ENABLE = field_mask("CTRL", "IRQ_ENABLE")
+_PERF = {perf_name(reg.name): reg.offset for reg in CSR_MAP if reg.perf}
 
 
 class SerialDevice(Device):

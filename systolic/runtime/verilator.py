@@ -7,12 +7,12 @@ import threading
 import time
 from pathlib import Path
 
+from ..csr import field_mask, perf_name
 from ..isa import ErrorCode
 from .device import Device, DeviceError, DeviceResult
 
 __all__ = ["VerilatorDevice"]
 
-_STATUS_OVERFLOW = 1 << 3
 
 
 class VerilatorDevice(Device):
@@ -38,6 +38,7 @@ class VerilatorDevice(Device):
         self.build_root = Path(build_root) if build_root else None
         self.last_stats = {}
         self._work = None
+        self._source = None   # the emitted Verilog, once per device: elaboration is slow
 
     def build_dir(self):
         from systolic.sim.verilator import BUILD
@@ -66,7 +67,10 @@ class VerilatorDevice(Device):
         if not jobs:
             return []
         bdir = self.build_dir()
-        source = emit_verilog(Accelerator(self.config), TOPLEVEL, bdir / f"{TOPLEVEL}.v")
+        if self._source is None:
+            self._source = emit_verilog(Accelerator(self.config), TOPLEVEL,
+                                        bdir / f"{TOPLEVEL}.v")
+        source = self._source
         work = Path(tempfile.mkdtemp(prefix="jobs-", dir=bdir))
         self._work = work
         job_file, result_file, progress_file = (work / "jobs.pkl", work / "results.pkl",
@@ -109,13 +113,13 @@ class VerilatorDevice(Device):
         for r in out["results"]:
             csrs = r["csrs"]
             code = csrs["ERROR_CODE"]
-            perf = {k.removeprefix("PERF_").lower(): v for k, v in csrs.items()
-                    if k.startswith("PERF_")}
+            perf = {perf_name(k): v for k, v in csrs.items() if k.startswith("PERF_")}
             results.append(DeviceResult(
                 memory=r["memory"],
                 error=ErrorCode(code) if code in ErrorCode._value2member_map_ else code,
                 error_index=csrs["ERROR_INDEX"],
-                acc_overflow=bool(csrs["STATUS"] & _STATUS_OVERFLOW), perf=perf))
+                acc_overflow=bool(csrs["STATUS"] & field_mask("STATUS", "ACC_OVERFLOW")),
+                perf=perf))
         return results
 
     @staticmethod
