@@ -17,11 +17,6 @@ __all__ = ["TOPLEVEL", "build_dir", "accelerator_verilog", "run_accelerator_benc
 
 TOPLEVEL = "accelerator"
 
-# Amaranth emits case statements without defaults and empty ``always @*`` blocks for
-# constant outputs; the top's lint test waives the same two warnings.
-EXTRA_FLAGS = ("-Wno-CASEINCOMPLETE", "-Wno-ALWNEVER")
-
-
 def build_dir(preset_name):
     """The build folder of a preset: ``build/sim/accel-<preset>``."""
     preset(preset_name)  # a clear error for an unknown name
@@ -55,7 +50,7 @@ def run_accelerator_bench(preset_name, *, testcase=None, env=None, waves=False,
     with _runner_env():
         return run_cocotb(sources=[source], toplevel=TOPLEVEL, test_module=test_module,
                           build_dir=build_dir(preset_name), testcase=testcase,
-                          extra_env=extra_env, waves=waves, extra_args=EXTRA_FLAGS)
+                          extra_env=extra_env, waves=waves)
 
 
 @contextlib.contextmanager

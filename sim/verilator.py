@@ -31,10 +31,10 @@ def verilator_env():
 def emit_verilog(component, name, path):
     """Write ``component`` as Verilog module ``name`` to ``path``, only if it changed
     (so Verilator's build stays cached). Returns the path."""
-    from amaranth.back import verilog
+    from systolic.verilog import convert
 
     verilator_env()
-    text = verilog.convert(component, name=name, emit_src=False)
+    text = convert(component, name)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text:

@@ -37,15 +37,12 @@ def generate(config, out_dir):
     for ``config`` into ``out_dir``; returns the written paths by kind."""
     if not isinstance(config, AcceleratorConfig):
         raise TypeError(f"generate config must be an AcceleratorConfig, not {config!r}")
-    from amaranth.back import verilog
-
     from .rtl.top import Accelerator
-    from .toolchain import setup_env
+    from .verilog import convert
 
-    setup_env()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(Accelerator(config), name=TOP_NAME, emit_src=False)
+    text = convert(Accelerator(config), TOP_NAME)
     paths = {
         "verilog": out / f"{TOP_NAME}.v",
         "template": out / f"{TOP_NAME}_inst.vh",

@@ -17,8 +17,8 @@ one build folder per parameter set under ``build/sim/``. Keep this list current.
 |                                 |                             | `make sim`)                    |
 | build/sim/board-icebreaker      | tests/test_board.py         | iCEBreaker board top with UART |
 
-Nine builds. The Verilog of the accelerator top also needs ``-Wno-CASEINCOMPLETE`` and
-``-Wno-ALWNEVER`` (patterns Amaranth always emits), besides the width warnings.
+Nine builds. Verilog comes from :func:`systolic.verilog.convert`; Verilator builds it
+with the two width-warning waivers only.
 """
 
 import pytest

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from sim.verilator import BUILD, TB, emit_verilog, run_cocotb
@@ -25,6 +24,7 @@ from systolic.rtl.array import (
     payload_layouts,
 )
 from systolic.rtl.mesh import Grouping
+from systolic.verilog import convert as to_verilog
 
 _spec = importlib.util.spec_from_file_location("array_bench", TB / "test_array.py")
 bench = importlib.util.module_from_spec(_spec)
@@ -98,7 +98,7 @@ def test_dataflow_selects_class():
         dut = SystolicArray(AcceleratorConfig(rows=2, cols=2, dataflow=dataflow))
         assert type(dut) is cls
         assert dut.latency == 2
-        text = verilog.convert(dut, name="top", emit_src=False)
+        text = to_verilog(dut, "top")
         for port in ("inp__valid", "inp__payload", "out__valid", "out__payload"):
             assert f"input {port}" in text or f"output {port}" in text or \
                 f"] {port}" in text, port

@@ -7,7 +7,6 @@ memory model, UART bridge; UART at 4 clocks per bit).
 
 import pytest
 
-from sim.build import EXTRA_FLAGS
 from sim.verilator import BUILD, TB, emit_verilog, run_cocotb
 from systolic.config import preset
 from systolic.fpga.boards import (
@@ -34,7 +33,7 @@ def test_board_icebreaker(testcase):
                     ram=Spram)
     source = emit_verilog(system, "board", out / "board.v")
     run_cocotb(sources=[source], toplevel="board", test_module="test_board", build_dir=out,
-               testcase=testcase, test_dir=out, extra_args=EXTRA_FLAGS,
+               testcase=testcase, test_dir=out,
                extra_env={"BOARD_PRESET": "icebreaker", "BOARD_DIVISOR": str(DIVISOR)})
     assert (TB / "test_board.py").exists()
 

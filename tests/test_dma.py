@@ -4,7 +4,6 @@ import random
 import sys
 
 import pytest
-from amaranth.back import verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
@@ -13,6 +12,7 @@ from sim.verilator import BUILD, TB, emit_verilog, run_cocotb
 from systolic.config import preset
 from systolic.rtl import axi
 from systolic.rtl.dma import DMA, BurstSplitter, ReadEngine, row_bytes
+from systolic.verilog import convert as to_verilog
 
 
 def make_top(config):
@@ -49,7 +49,7 @@ def test_axi_flat_port_names():
             m.d.comb += [master.araddr.eq(slave.awaddr), slave.rdata.eq(master.rdata[:32])]
             return m
 
-    text = verilog.convert(Top(), name="top", emit_src=False)
+    text = to_verilog(Top(), "top")
     for port in ("output [31:0] m_axi_araddr", "input [63:0] m_axi_rdata",
                  "output [7:0] m_axi_wstrb", "input [7:0] s_axil_awaddr",
                  "output [31:0] s_axil_rdata", "output s_axil_awready", "input s_axil_bready"):

@@ -6,7 +6,6 @@ AXI4-Lite and finished on the interrupt.
 
 import numpy as np
 import pytest
-from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from systolic.config import preset
@@ -15,6 +14,7 @@ from systolic.isa import ErrorCode, assemble, to_bytes
 from systolic.model import GoldenModel
 from systolic.rtl.multiplier import Multiplier
 from systolic.rtl.top import Accelerator
+from systolic.verilog import convert as to_verilog
 
 MEM_BYTES = 4096
 PROG_ADDR = 0x800
@@ -254,5 +254,5 @@ def test_multiplier_reaches_the_array():
         return Multiplier(a_shape, b_shape)
 
     config = preset("tiny")
-    verilog.convert(Accelerator(config, multiplier=factory), name="top", emit_src=False)
+    to_verilog(Accelerator(config, multiplier=factory), "top")
     assert len(made) == config.rows * config.cols

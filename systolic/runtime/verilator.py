@@ -59,7 +59,7 @@ class VerilatorDevice(Device):
         return self._work / "dump.vcd" if self._work else None
 
     def run_batch(self, jobs, progress=None):
-        from systolic.sim.build import EXTRA_FLAGS, TOPLEVEL
+        from systolic.sim.build import TOPLEVEL
         from systolic.sim.verilator import emit_verilog, run_cocotb
 
         from ..rtl.top import Accelerator
@@ -89,7 +89,7 @@ class VerilatorDevice(Device):
             try:
                 run_cocotb(sources=[source], toplevel=TOPLEVEL, test_module="run_jobs",
                            build_dir=bdir, extra_env=env, waves=self.waves,
-                           test_dir=work, extra_args=EXTRA_FLAGS)
+                           test_dir=work)
             except BaseException as exc:  # reported on the calling thread
                 errors.append(exc)
             finally:
