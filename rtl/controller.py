@@ -11,10 +11,11 @@ from .decoder import CHANNEL_ORDER, UOP_OPS, Decoder, uop_layout
 from .dma_read import FetchCmd
 from .scratchpad import check_config
 
-__all__ = ["Controller", "FETCH_BUFFER", "FETCH_CHUNK"]
+__all__ = ["Controller", "FETCH_BUFFER", "FETCH_CHUNK", "TAG_BITS"]
 
 FETCH_BUFFER = 8   # instruction words buffered between fetch and decode
 FETCH_CHUNK = 4    # words per fetch command
+TAG_BITS = 8       # low bits of the instruction index kept with a LOAD/STORE-queue entry
 
 # channel -> (producer queue, push flag), (consumer queue, pop flag)
 _PRODUCER = {"L2E": (Queue.LOAD, "push_next"), "E2L": (Queue.EXEC, "push_prev"),
@@ -22,6 +23,7 @@ _PRODUCER = {"L2E": (Queue.LOAD, "push_next"), "E2L": (Queue.EXEC, "push_prev"),
 _CONSUMER = {"L2E": (Queue.EXEC, "pop_prev"), "E2L": (Queue.LOAD, "pop_next"),
              "E2S": (Queue.STORE, "pop_prev"), "S2E": (Queue.EXEC, "pop_next")}
 QUEUES = (Queue.LOAD, Queue.EXEC, Queue.STORE)
+TAGGED = (Queue.LOAD, Queue.STORE)   # queues whose units can report an AXI error
 
 
 def _bits(n):
@@ -69,7 +71,6 @@ def stored_bits(config, queue):
                            if not opcodes >> i & 1)
     for flag in flags:
         take(layout[flag].offset, 1)
-    take(layout["index"].offset, layout["index"].width)
     body = layout["body"].offset
     config_body = data.Layout.cast(layout["body"].shape["config"].shape)
     keep.update(body + config_body["reg"].offset + i for i in range(4) if regs >> i & 1)
@@ -83,6 +84,13 @@ def stored_bits(config, queue):
 
 class Controller(wiring.Component):
     """Fetch, decode and dispatch; see ``docs/accelerator.md`` for the timing.
+
+    Micro-ops carry no instruction index. An entry of the load and store queues keeps the
+    index's low :data:`TAG_BITS` bits, and decode never runs more than ``2**TAG_BITS - 1``
+    instructions ahead of such a queue's head (it waits otherwise, which cannot deadlock:
+    the dispatched instructions are a prefix of the program whose pops all have earlier
+    pushes). So when a unit takes a micro-op, its full index is the decode index minus
+    the tag's distance, and an AXI error of that unit reports it.
 
     Parameters
     ----------
@@ -101,8 +109,8 @@ class Controller(wiring.Component):
         Queue heads, ``valid`` only when the head's tokens are available.
     push : In(data.ArrayLayout(2, 3))
         Per queue, ``[prev, next]`` push strobes from the units.
-    unit_error : In(3), unit_index : In(data.ArrayLayout(32, 3))
-        AXI error strobes of the units with the failing instruction's index.
+    unit_error : In(3)
+        AXI error strobes of the units, for the micro-op each unit took last.
     units_idle : In(1)
     stall_token, stall_fetch, instret : Out(1)
         Performance events.
@@ -127,7 +135,6 @@ class Controller(wiring.Component):
             "store": Out(stream.Signature(uop_layout(Queue.STORE))),
             "push": In(data.ArrayLayout(2, 3)),
             "unit_error": In(3),
-            "unit_index": In(data.ArrayLayout(32, 3)),
             "units_idle": In(1),
             "stall_token": Out(1),
             "stall_fetch": Out(1),
@@ -144,7 +151,8 @@ class Controller(wiring.Component):
         stored = {q: stored_bits(c, q) for q in QUEUES}
         heads = {}      # each queue's head as a whole micro-op, dropped bits zero
         for q in QUEUES:
-            f = fifo.SyncFIFOBuffered(width=len(stored[q]), depth=depths[q])
+            tag = TAG_BITS if q in TAGGED else 0
+            f = fifo.SyncFIFOBuffered(width=len(stored[q]) + tag, depth=depths[q])
             m.submodules[f"{q.name.lower()}_queue"] = f
             fifos[q] = f
         outs = {Queue.LOAD: self.load, Queue.EXEC: self.exec, Queue.STORE: self.store}
@@ -217,8 +225,14 @@ class Controller(wiring.Component):
                 m.d.comb += has_room.eq(1)
         for q in QUEUES:
             uop = Signal(uop_layout(q), name=f"dispatch_{q.name.lower()}")
-            m.d.comb += [uop.eq(getattr(dec, f"uop_{q.name.lower()}")), uop.index.eq(index)]
-            m.d.comb += fifos[q].w_data.eq(Cat(uop.as_value()[i] for i in stored[q]))
+            m.d.comb += uop.eq(getattr(dec, f"uop_{q.name.lower()}"))
+            tag = [index[:TAG_BITS]] if q in TAGGED else []
+            m.d.comb += fifos[q].w_data.eq(Cat(*(uop.as_value()[i] for i in stored[q]), *tag))
+        # the head of a tagged queue at the largest distance its tag can tell: wait
+        far = 0
+        for q in TAGGED:
+            distance = (index - fifos[q].r_data[len(stored[q]):])[:TAG_BITS]
+            far = far | (fifos[q].r_rdy & (distance == 2 ** TAG_BITS - 1))
         dispatch = Signal()
         with m.If(head):
             with m.If(word_error):
@@ -235,6 +249,8 @@ class Controller(wiring.Component):
             with m.Elif(push_bad):
                 report(ErrorCode.TOKEN_OVERFLOW, index)
                 m.d.sync += stopping.eq(1)
+            with m.Elif(far):
+                m.d.comb += self.stall_fetch.eq(1)
             with m.Elif(dec.halt):
                 m.d.comb += [ibuf.r_en.eq(1), self.instret.eq(1)]
                 m.d.sync += stopping.eq(1)
@@ -259,6 +275,7 @@ class Controller(wiring.Component):
         # -- execution-side tokens and queue heads --------------------------------------------
         tokens = {ch: Signal(10, name=f"tok_{ch}") for ch in CHANNEL_ORDER}
         take = {}
+        held = {}       # full index of the micro-op each tagged unit took last
         for q in QUEUES:
             f, out = fifos[q], outs[q]
             head_uop = heads[q] = Signal(uop_layout(q), name=f"head_{q.name.lower()}")
@@ -277,6 +294,11 @@ class Controller(wiring.Component):
                 f.r_en.eq(out.valid & out.ready),
             ]
             take[q] = out.valid & out.ready
+            if q in TAGGED:
+                taken = held[q] = Signal(32, name=f"taken_{q.name.lower()}")
+                distance = (index - f.r_data[len(stored[q]):])[:TAG_BITS]
+                with m.If(take[q]):
+                    m.d.sync += taken.eq(index - distance)
             with m.If(f.r_rdy & ~ok):
                 m.d.comb += self.stall_token.eq(1)
         for ch in CHANNEL_ORDER:
@@ -286,9 +308,9 @@ class Controller(wiring.Component):
             popped = take[cq] & getattr(heads[cq], cflag)
             m.d.sync += tokens[ch].eq(tokens[ch] + pushed - popped)
 
-        for q in QUEUES:
+        for q in TAGGED:
             with m.If(self.unit_error[q.value]):
-                report(ErrorCode.AXI_ERROR, self.unit_index[q.value], unit=True)
+                report(ErrorCode.AXI_ERROR, held[q], unit=True)
                 m.d.sync += stopping.eq(1)
 
         # -- completion -----------------------------------------------------------------------

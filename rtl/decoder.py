@@ -50,14 +50,13 @@ def _config_body():
 
 
 def uop_layout(queue):
-    """The micro-op a queue holds: opcode, token flags, instruction index and the body of
-    the opcodes that run in ``queue`` (a union; CONFIG keeps register and value only)."""
+    """The micro-op a queue holds: opcode, token flags and the body of the opcodes that
+    run in ``queue`` (a union; CONFIG keeps register and value only)."""
     bodies = {op.name.lower(): body_layout(op) for op in UOP_OPS[queue]}
     bodies["config"] = _config_body()
     return data.StructLayout({
         "opcode": Opcode,
         "pop_prev": 1, "pop_next": 1, "push_prev": 1, "push_next": 1,
-        "index": unsigned(32),
         "body": data.UnionLayout(bodies),
     })
 
@@ -98,7 +97,7 @@ class Decoder(wiring.Component):
     pops, pushes : Out(4)
         Token channels the instruction pops and pushes, bits in :data:`CHANNEL_ORDER`.
     uop_load, uop_exec, uop_store : Out(uop_layout(queue))
-        The micro-op for each queue (``index`` left zero: the fetch unit sets it).
+        The micro-op for each queue.
     """
 
     def __init__(self, *, config):

@@ -24,7 +24,8 @@ def UnitSignature(queue):
     ``uop`` carries the queue's micro-ops (the controller raises ``valid`` only once the
     head's tokens are available); ``push_prev``/``push_next`` pulse for one cycle when an
     instruction with those flags has completed (its last write landed); ``error`` pulses
-    with ``error_index`` when a transfer got an AXI error response; ``idle`` is high when
+    when the micro-op taken last got an AXI error response (the controller knows its
+    instruction index); ``idle`` is high when
     no micro-op is in progress; ``start`` resets the unit's CONFIG registers.
     """
     return {
@@ -32,7 +33,6 @@ def UnitSignature(queue):
         "push_prev": Out(1),
         "push_next": Out(1),
         "error": Out(1),
-        "error_index": Out(32),
         "idle": Out(1),
         "busy": Out(1),
         "start": In(1),
@@ -175,6 +175,6 @@ class LoadUnit(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
-                    m.d.comb += [self.error.eq(done_error), self.error_index.eq(uop.index)]
+                    m.d.comb += self.error.eq(done_error)
                     finish()
         return m

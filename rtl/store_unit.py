@@ -234,8 +234,7 @@ class StoreUnit(wiring.Component):
                 with m.If(self.store_done.valid & self.store_done.ready):
                     # Every row was written and answered: the pipeline is empty.
                     m.d.sync += running.eq(0)
-                    m.d.comb += [self.error.eq(self.store_done.p.error),
-                                 self.error_index.eq(uop.index)]
+                    m.d.comb += self.error.eq(self.store_done.p.error)
                     m.next = "RETIRE"
             with m.State("RETIRE"):
                 m.d.comb += self.push_prev.eq(uop.push_prev)

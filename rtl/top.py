@@ -76,7 +76,6 @@ class Core(wiring.Component):
                 ctrl.push[q.value][0].eq(unit.push_prev),
                 ctrl.push[q.value][1].eq(unit.push_next),
                 ctrl.unit_error[q.value].eq(unit.error),
-                ctrl.unit_index[q.value].eq(unit.error_index),
                 unit.start.eq(self.start),
             ]
         m.d.comb += ctrl.units_idle.eq(lu.idle & xu.idle & su.idle)

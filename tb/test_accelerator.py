@@ -34,7 +34,11 @@ from systolic.sim.harness import (
     ScoreboardError,
     check_run,
 )
-from systolic.testing.directed import directed_programs, persistence_programs
+from systolic.testing.directed import (
+    directed_programs,
+    far_error_programs,
+    persistence_programs,
+)
 from systolic.testing.gemm import tiled_gemm
 from systolic.testing.randprog import (
     DEFAULT_BUDGET,
@@ -195,6 +199,21 @@ async def axi_errors(dut):
         assert await tb.read_csr("ID") == ID_MAGIC
     assert hits > 0, "no program stored into the error window"
     await run_checked(tb, generate(CONFIG, SEED + 31), "after AXI errors")
+
+
+@cocotb.test()
+async def axi_errors_far_index(dut):
+    """AXI errors of LOAD and STORE micro-ops hundreds of instructions away from the
+    others: the reported index is the model's although a queue entry keeps only the
+    index's low bits."""
+    tb = await new_tb(dut)
+    for i, (name, prog) in enumerate(far_error_programs(CONFIG, seed=SEED).items()):
+        expected = GoldenModel(CONFIG).run(*prog)
+        assert expected.error is ErrorCode.AXI_ERROR, name
+        csrs = await run_checked(tb, prog, name, expected=expected,
+                                 backpressure=0.2 * (i % 2), seed=i)
+        assert csrs["ERROR_INDEX"] == expected.error_index, name
+    await run_checked(tb, generate(CONFIG, SEED + 41), "after far AXI errors")
 
 
 async def _start_and_interrupt(tb, dut, prog, delay, hard):

@@ -55,12 +55,13 @@ def test_random(name):
 @pytest.mark.verilator
 @pytest.mark.parametrize("name", _bench_params())
 def test_directed_errors_resets(name):
-    """Every instruction, state kept between runs, every error code, AXI errors, soft and
-    hard reset mid-program,
-    the scoreboard's expected failure, and a small tiled GEMM."""
+    """Every instruction, state kept between runs, every error code, AXI errors (also far
+    from the other instructions' indices), soft and hard reset mid-program, the
+    scoreboard's expected failure, and a small tiled GEMM."""
     run_accelerator_bench(name, testcase=[
-        "directed_instructions", "state_between_runs", "error_codes", "axi_errors", "soft_reset_mid_program",
-        "reset_mid_transfer", "scoreboard_catches_corruption", "gemm"], env=_env(name, 0))
+        "directed_instructions", "state_between_runs", "error_codes", "axi_errors",
+        "axi_errors_far_index", "soft_reset_mid_program", "reset_mid_transfer",
+        "scoreboard_catches_corruption", "gemm"], env=_env(name, 0))
 
 
 @pytest.mark.slow

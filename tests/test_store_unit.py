@@ -69,7 +69,7 @@ class Harness(Elaboratable):
         return m
 
 
-def uop_value(instr, index):
+def uop_value(instr):
     """The store queue's micro-op for ``instr``."""
     flags = {f: int(getattr(instr, f)) for f in ("pop_prev", "pop_next", "push_prev",
                                                  "push_next")}
@@ -79,7 +79,7 @@ def uop_value(instr, index):
         body = {}
     else:
         body = {instr.opcode.name.lower(): dict(instr.fields)}
-    return uop_layout(Queue.STORE).const({"opcode": instr.opcode, "index": index, **flags,
+    return uop_layout(Queue.STORE).const({"opcode": instr.opcode, **flags,
                                           "body": body})
 
 
@@ -131,8 +131,8 @@ def run_store_unit(cfg, instrs, image, acc, sp, params, *, seed=0, pause=0.0, de
             ctx.set(pw.data, [int(w) & 0xFFFF_FFFF for w in words])
             await ctx.tick()
         ctx.set(pw.en, 0)
-        for index, instr in enumerate(instrs):
-            ctx.set(su.uop.p, uop_value(instr, index))
+        for instr in instrs:
+            ctx.set(su.uop.p, uop_value(instr))
             ctx.set(su.uop.valid, 1)
             await ctx.tick().until(su.uop.ready)
             log["accept"].append(cycle[0])

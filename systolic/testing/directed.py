@@ -12,7 +12,7 @@ from ..isa import VectorOp, assemble, to_bytes
 from ..numerics import Activation
 
 __all__ = ["DATA", "WORDS", "OUT", "PROG", "directed_programs", "directed_image",
-           "persistence_programs"]
+           "far_error_programs", "persistence_programs"]
 
 DATA, WORDS, OUT, PROG = 0x000, 0x200, 0x400, 0x800
 IMAGE_BYTES = 0x1000
@@ -162,4 +162,39 @@ def persistence_programs(config, seed=0):
     for text in (first, second):
         words = assemble(text)
         out.append((directed_image(words, seed), PROG, len(words)))
+    return out
+
+
+def far_error_programs(config, seed=0, gap=600):
+    """``{name: (image, prog_addr, prog_len)}``: AXI errors of LOAD and STORE micro-ops
+    whose instruction index is far from the others (``gap`` NOPs before or after them),
+    reading or writing just past the end of the image. The controller keeps only an
+    index's low bits with a queued micro-op; these programs check the full index comes
+    back, across wrap-arounds of those bits and with decode far ahead of a queue's head."""
+    c = config
+    W, rows = c.sp_width, min(c.sp_rows, 1024)
+    prog = 0x1000
+    size = prog + 16 * (gap + 8)
+    nops = ["NOP"] * gap
+    fill = [f"LOAD dest=sp n_rows={rows} addr=0 length={W} stride=0 dram_addr={DATA} "
+            "push_next", _hand_over()]
+    bad_load = f"LOAD dest=sp n_rows=1 addr=0 length={W} stride={W} dram_addr={size}"
+    bad_store = (f"STORE src=sp out_type=int8 n_rows=1 addr=0 length={W} stride={W} "
+                 f"dram_addr={size}")
+    texts = {
+        "load_error_after_nops": [*nops, bad_load, "HALT"],
+        "store_error_after_nops": [*fill, *nops, bad_store + " pop_prev", "HALT"],
+        # the bad LOAD waits at its queue's head for a long STORE while decode goes on
+        "load_error_behind_store": [
+            *fill, f"STORE src=sp out_type=int8 n_rows={rows} addr=0 length={W} stride=0 "
+            f"dram_addr={OUT} pop_prev push_prev", "SYNC queue=exec pop_next push_prev",
+            bad_load + " pop_next", *nops, "HALT"],
+    }
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, lines in texts.items():
+        words = assemble("\n".join(lines))
+        image = bytearray(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        image[prog:prog + 16 * len(words)] = to_bytes(words)
+        out[name] = (bytes(image), prog, len(words))
     return out

@@ -1,0 +1,133 @@
+"""The controller on its own (Amaranth simulator): micro-ops without an instruction index,
+decode held within reach of the queue heads' index tags, AXI errors reported with the
+full index of the micro-op the unit took."""
+
+from amaranth.sim import Simulator
+
+from systolic.config import preset
+from systolic.isa import INSTR_BYTES, ErrorCode, Opcode, Queue, assemble
+from systolic.rtl.controller import TAG_BITS, Controller, stored_bits
+from systolic.rtl.decoder import uop_layout
+
+CONFIG = preset("tiny")
+PROG_ADDR = 0x400
+REACH = 2 ** TAG_BITS - 1      # instructions decode may run ahead of a tagged queue head
+
+
+def _program(n_nops):
+    return assemble("\n".join([
+        "LOAD dest=sp n_rows=4 addr=0 length=2 stride=2 dram_addr=0",
+        "LOAD dest=sp n_rows=1 addr=4 length=2 stride=2 dram_addr=64",
+        *["NOP"] * n_nops, "HALT"]))
+
+
+def _run(words, script):
+    """Run the controller on ``words`` (served by a fetch model one word per cycle) while
+    ``script(ctx, ctrl, state)`` plays the load unit; returns the state dict (instret
+    count, done strobe, error code and index)."""
+    ctrl = Controller(config=CONFIG)
+    sim = Simulator(ctrl)
+    sim.add_clock(1e-6)
+    state = {"instret": 0, "done": None}
+
+    async def fetch(ctx):
+        pending = []
+        while True:
+            ctx.set(ctrl.fetch_cmd.ready, 1)
+            ctx.set(ctrl.fetch_words.valid, 0)
+            if pending:
+                word, last = pending.pop(0)
+                ctx.set(ctrl.fetch_words.p, {"data": word, "error": 0, "last": last})
+                ctx.set(ctrl.fetch_words.valid, 1)
+            # values just before the clock edge, after the other bench's changes
+            _, _, cmd_valid, addr, count, instret, done, code, index = await ctx.tick().sample(
+                ctrl.fetch_cmd.valid, ctrl.fetch_cmd.p.addr, ctrl.fetch_cmd.p.count,
+                ctrl.instret, ctrl.done, ctrl.error_code, ctrl.error_index)
+            state["instret"] += instret
+            if done:
+                state["done"] = (code, index)
+            if cmd_valid:
+                first = (addr - PROG_ADDR) // INSTR_BYTES
+                pending += [(words[first + i], i == count - 1) for i in range(count)]
+
+    async def control(ctx):
+        ctx.set(ctrl.units_idle, 1)
+        ctx.set(ctrl.prog_addr, PROG_ADDR)
+        ctx.set(ctrl.prog_len, len(words))
+        ctx.set(ctrl.start, 1)
+        await ctx.tick()
+        ctx.set(ctrl.start, 0)
+        await script(ctx, ctrl, state)
+
+    sim.add_testbench(fetch, background=True)
+    sim.add_testbench(control)
+    sim.run()
+    return state
+
+
+async def _take(ctx, ctrl):
+    """Accept the load queue's head; returns its opcode."""
+    ctx.set(ctrl.load.ready, 1)
+    while not ctx.get(ctrl.load.valid):
+        await ctx.tick()
+    opcode = ctx.get(ctrl.load.p.opcode)
+    await ctx.tick()
+    ctx.set(ctrl.load.ready, 0)
+    return opcode
+
+
+def test_micro_ops_carry_no_index():
+    for q in (Queue.LOAD, Queue.EXEC, Queue.STORE):
+        assert "index" not in dict(uop_layout(q).members)
+    widths = [len(stored_bits(preset("icebreaker"), q))
+              for q in (Queue.LOAD, Queue.EXEC, Queue.STORE)]
+    assert max(widths) < 128, widths
+
+
+def test_decode_stays_within_reach_and_error_index_is_full():
+    words = _program(n_nops=2 * REACH)
+    seen = {}
+
+    async def script(ctx, ctrl, state):
+        ctx.set(ctrl.units_idle, 0)
+        await ctx.tick().repeat(6 * REACH)          # the load unit does not take anything
+        seen["stalled_at"] = state["instret"]
+        assert await _take(ctx, ctrl) == Opcode.LOAD
+        await ctx.tick().repeat(2 * REACH)
+        seen["after_first"] = state["instret"]
+        assert await _take(ctx, ctrl) == Opcode.LOAD
+        await ctx.tick().repeat(20)
+        ctx.set(ctrl.unit_error, 1 << Queue.LOAD.value)  # the second LOAD's AXI error
+        await ctx.tick()
+        ctx.set(ctrl.unit_error, 0)
+        ctx.set(ctrl.units_idle, 1)
+        await ctx.tick().repeat(40)
+
+    state = _run(words, script)
+    # decode waits when it is REACH instructions past the oldest queued LOAD, not later
+    assert seen["stalled_at"] == REACH
+    assert seen["after_first"] == REACH + 1
+    code, index = state["done"]
+    assert (ErrorCode(code), index) == (ErrorCode.AXI_ERROR, 1)
+
+
+def test_error_index_past_a_tag_wrap():
+    """A LOAD at index 2 * 2**TAG_BITS + 5 whose queue was empty: index comes back whole."""
+    n = 2 * 2 ** TAG_BITS + 3
+    words = assemble("\n".join(["NOP"] * n + [
+        "LOAD dest=sp n_rows=4 addr=0 length=2 stride=2 dram_addr=0",
+        "LOAD dest=sp n_rows=1 addr=4 length=2 stride=2 dram_addr=64", "HALT"]))
+
+    async def script(ctx, ctrl, state):
+        ctx.set(ctrl.units_idle, 0)                      # the unit is busy with them
+        assert await _take(ctx, ctrl) == Opcode.LOAD
+        assert await _take(ctx, ctrl) == Opcode.LOAD
+        ctx.set(ctrl.unit_error, 1 << Queue.LOAD.value)
+        await ctx.tick()
+        ctx.set(ctrl.unit_error, 0)
+        ctx.set(ctrl.units_idle, 1)
+        await ctx.tick().repeat(40)
+
+    state = _run(words, script)
+    code, index = state["done"]
+    assert (ErrorCode(code), index) == (ErrorCode.AXI_ERROR, n + 1)
