@@ -4,8 +4,6 @@ The protocol (constants, framing, CRC) is defined once in :mod:`systolic.runtime
 and described in ``docs/protocol.md``.
 """
 
-from functools import reduce
-
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -20,7 +18,6 @@ from systolic.runtime.protocol import (
     MAX_PAYLOAD,
     PING_WORD,
     REQUEST_HEADER_BYTES,
-    RESPONSE_HEADER_BYTES,
     SOF,
     STATUS_BYTES,
     WORD_BYTES,
@@ -32,30 +29,57 @@ from systolic.runtime.protocol import (
 from .sysmem import AXI_OKAY, MemPortSignature
 from .uart import UartRx, UartTx, check_divisor
 
-__all__ = ["AXIL_SIGNATURE", "crc16_step", "Bridge"]
+__all__ = ["AXIL_SIGNATURE", "SerialCrc16", "Bridge"]
 
 AXIL_SIGNATURE = AXI4LiteSignature(addr_width=32, data_width=32)
 """The bridge's CSR master bus (flat ``m_axil_*`` ports with the standard names)."""
 
 
-def crc16_step(crc, byte):
-    """Next CRC-16/CCITT-FALSE value after ``byte``, as an XOR network of ``crc`` and ``byte``.
+class SerialCrc16(wiring.Component):
+    """CRC-16/CCITT-FALSE of a byte stream, worked out one bit per cycle.
 
-    Each output bit is worked out symbolically from the bitwise definition (the same one as
-    :func:`systolic.runtime.protocol.crc16_update`) and emitted as a parity of inputs.
+    A byte taken on ``feed`` is folded into ``crc`` most significant bit first over the
+    next 8 cycles (``busy``), the bitwise definition of
+    :func:`systolic.runtime.protocol.crc16_update`. Feeding a message followed by its CRC
+    (big-endian) leaves ``crc`` at zero; after feeding only the CRC's high byte,
+    ``crc[8:]`` holds its low byte, so a sender can send both CRC bytes from ``crc[8:]``.
+
+    Attributes
+    ----------
+    clear : In(1)
+        Set ``crc`` to :data:`CRC_INIT` and drop a byte in progress.
+    feed : In(1)
+        Take ``byte`` (only while not ``busy``).
+    byte : In(8)
+        The byte to fold in.
+    busy : Out(1)
+        A byte is being folded in.
+    crc : Out(16)
+        The CRC of the bytes fed since ``clear``, once ``busy`` is low.
     """
-    bits = [{("crc", i)} for i in range(16)]
-    for i in range(8):
-        bits[8 + i] = bits[8 + i] ^ {("byte", i)}
-    for _ in range(8):
-        msb = bits[15]
-        bits = [set()] + bits[:15]
-        for i in range(16):
-            if CRC_POLY >> i & 1:
-                bits[i] = bits[i] ^ msb
-    inputs = {"crc": crc, "byte": byte}
-    return Cat(*(reduce(lambda a, b: a ^ b, (inputs[v][i] for v, i in sorted(terms)),
-                        Const(0, 1)) for terms in bits))
+
+    clear: In(1)
+    feed: In(1)
+    byte: In(8)
+    busy: Out(1)
+    crc: Out(16, init=CRC_INIT)
+
+    def elaborate(self, platform):
+        m = Module()
+        # data bits above a marker 1: the byte is done when the marker reaches the top
+        bits = Signal(9)
+        m.d.comb += self.busy.eq(bits[:8].any())
+        feedback = self.crc[15] ^ bits[8]
+        with m.If(self.clear):
+            m.d.sync += [self.crc.eq(CRC_INIT), bits.eq(0)]
+        with m.Elif(self.feed):
+            m.d.sync += bits.eq(Cat(Const(1, 1), self.byte))
+        with m.Elif(self.busy):
+            m.d.sync += [
+                self.crc.eq((self.crc << 1)[:16] ^ Mux(feedback, CRC_POLY, 0)),
+                bits.eq(bits << 1),
+            ]
+        return m
 
 
 class Bridge(wiring.Component):
@@ -69,6 +93,13 @@ class Bridge(wiring.Component):
     that stops for ``timeout`` cycles is dropped and NAKed (TIMEOUT); a raw SOF inside a
     frame drops it silently and starts a new one; a CSR access that gets no answer in
     ``bus_timeout`` cycles is NAKed (BUS_TIMEOUT). No input can lock the bridge up.
+
+    The datapath is built for a small FPGA: one bit-serial CRC engine (:class:`SerialCrc16`)
+    serves both directions; the request header is shifted into a register; one word
+    index and byte lane walk the buffer when receiving, executing and answering; the
+    frame's remaining length and the timeouts are down-counters; the word address is
+    incremented in place. The CRC engine takes 8 cycles per byte, far less than a byte's
+    time on the line; the bridge checks a frame's CRC 8 cycles after its last byte.
 
     Parameters
     ----------
@@ -118,6 +149,7 @@ class Bridge(wiring.Component):
         m = Module()
         m.submodules.uart_rx = urx = self.uart_rx
         m.submodules.uart_tx = utx = self.uart_tx
+        m.submodules.crc = crc = SerialCrc16()
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), urx.o.ready.eq(1)]
         with m.If(urx.error):
             m.d.sync += self.framing_errors.eq(self.framing_errors + 1)
@@ -127,287 +159,297 @@ class Bridge(wiring.Component):
         buf_rd = buffer.read_port()
         buf_wr = buffer.write_port()
 
-        # request fields and counters
+        # the request: SEQ and CMD, then ADDR and LEN shifted in from the top
         seq, cmd, status = Signal(8), Signal(8), Signal(3)
-        addr, length = Signal(32), Signal(16)
-        pos = Signal(18)                      # body bytes received in this frame
+        fields = Signal(8 * (REQUEST_HEADER_BYTES - 2))
+        addr, length = fields[:32], fields[32:]
+        is_write = Signal()
+        m.d.comb += is_write.eq(cmd.matches(*(int(c) for c in WRITE_COMMANDS)))
+
+        # buffer position, shared by the parser, the executor and the response: the word
+        # index and the byte lane in it (the header's byte count while a header moves)
+        widx, lane = Signal(range(words + 1)), Signal(2)
+        m.d.comb += [buf_rd.addr.eq(widx), buf_wr.addr.eq(widx)]
+        all_words = Signal()                  # the executor or the response is done
+        m.d.comb += all_words.eq(widx == length[2:2 + len(widx)])
+
+        def next_byte():
+            m.d.sync += lane.eq(lane + 1)
+            with m.If(lane == 3):
+                m.d.sync += widx.eq(widx + 1)
+
+        def rewind():
+            m.d.sync += [widx.eq(0), lane.eq(0)]
+
+        # body bytes still to come after the header, less one: negative at the last one
+        remaining = Signal(17)
         escaped = Signal()
-        crc = Signal(16, init=CRC_INIT)
         word = Signal(24)                     # payload bytes waiting for a full word
+
+        # one down-counter: the inter-byte timeout while listening, else the bus timeout
         timer = Signal(range(max(self.timeout, self.bus_timeout) + 1))
-        idx = Signal(range(words + 1))        # word index of the executor
-        nwords = Signal(range(words + 1))
-        resp_len = Signal(16)
-        timer_run, timer_clear = Signal(), Signal()
-        responding = Signal()
+        listening, timer_run, timer_restart = Signal(), Signal(), Signal()
+        with m.If(timer_restart | ~timer_run):
+            m.d.sync += timer.eq(Mux(listening, self.timeout, self.bus_timeout))
+        with m.Else():
+            m.d.sync += timer.eq(timer - 1)
+        expired = timer == 0
+
         crc_errors, truncated, bad_requests, discarded = (Signal(16, name=n) for n in (
             "crc_errors", "truncated", "bad_requests", "discarded"))
 
-        listening = Signal()                  # the parser takes bytes (IDLE or FRAME)
-        rx_byte = Signal(8)
-        rx_valid = Signal()
-        m.d.comb += [rx_byte.eq(urx.o.payload), rx_valid.eq(urx.o.valid)]
+        def count(counter):
+            m.d.sync += counter.eq(counter + 1)
+
+        rx_byte, rx_valid = urx.o.payload, urx.o.valid
         data = Signal(8)
         m.d.comb += data.eq(rx_byte ^ Mux(escaped, ESC_XOR, 0))
-        crc_next = Signal(16)
-        m.d.comb += crc_next.eq(crc16_step(crc, data))
 
-        is_write = Signal()
-        m.d.comb += is_write.eq(reduce(lambda a, b: a | b,
-                                       [cmd == int(c) for c in WRITE_COMMANDS]))
-        payload_len = Signal(16)
-        m.d.comb += payload_len.eq(Mux(is_write, length, 0))
-        payload_pos = Signal(18)
-        m.d.comb += payload_pos.eq(pos - REQUEST_HEADER_BYTES)
-
-        # output byte sequencer -> stuffer -> UART TX
+        # output byte -> stuffer -> UART TX; the sequencer waits for the CRC engine, which
+        # also gives the buffer's read port its cycle
         out_byte, out_raw, out_valid, out_ready = Signal(8), Signal(), Signal(), Signal()
-        out_pos = Signal(17)
-        out_wait = Signal()
-        out_crc = Signal(16, init=CRC_INIT)
         second = Signal()
         needs_escape = ~out_raw & ((out_byte == SOF) | (out_byte == ESC))
-        m.d.comb += utx.i.payload.eq(Mux(second, out_byte ^ ESC_XOR,
-                                         Mux(needs_escape, ESC, out_byte)))
-        m.d.comb += utx.i.valid.eq(out_valid)
-        m.d.comb += out_ready.eq(utx.i.ready & (second | ~needs_escape))
+        m.d.comb += [
+            utx.i.payload.eq(Mux(second, out_byte ^ ESC_XOR, Mux(needs_escape, ESC, out_byte))),
+            utx.i.valid.eq(out_valid),
+            out_ready.eq(utx.i.ready & (second | ~needs_escape)),
+        ]
         with m.If(out_valid & utx.i.ready):
             m.d.sync += second.eq(~second & needs_escape)
+        sent = Signal()
+        m.d.comb += sent.eq(out_valid & out_ready)
 
-        # executor address of word idx
-        word_addr = Signal(32)
-        m.d.comb += word_addr.eq(addr + (idx << 2))
-        m.d.comb += buf_rd.addr.eq(idx)
-        # address and write data go out unconditionally; only the valid signals are gated
-        m.d.comb += [self.mem.addr.eq(word_addr), self.mem.wdata.eq(buf_rd.data)]
+        # the executor: word address counted in place, data from or to the buffer
+        m.d.comb += [self.mem.addr.eq(addr), self.mem.wdata.eq(buf_rd.data)]
         for prefix in ("aw", "ar"):
-            m.d.comb += getattr(self, f"m_axil_{prefix}addr").eq(word_addr)
+            m.d.comb += getattr(self, f"m_axil_{prefix}addr").eq(addr)
         m.d.comb += [self.m_axil_wdata.eq(buf_rd.data), self.m_axil_wstrb.eq(0xF)]
-
         mem = self.mem
         axil = {name: getattr(self, "m_axil_" + name) for name in AXIL_SIGNATURE.members}
         aw_done, w_done = Signal(), Signal()
 
-        def respond(code):
+        def store(value):
+            m.d.comb += [buf_wr.en.eq(1), buf_wr.data.eq(value)]
+
+        def respond(code, payload_bytes=0):
+            """Answer ``code``; ``payload_bytes``: None keeps LEN (read data), else sets it."""
             m.d.sync += status.eq(code)
+            if payload_bytes is not None:
+                m.d.sync += length.eq(payload_bytes)
+            rewind()
             m.next = "RESPOND"
 
         def next_word():
-            m.d.sync += idx.eq(idx + 1)
-            m.d.comb += timer_clear.eq(1)
-            with m.If(idx + 1 == nwords):
-                respond(Status.OK)
+            m.d.sync += [widx.eq(widx + 1), addr[2:].eq(addr[2:] + 1)]
+            m.next = "NEXT"
 
-        def bus_timer():
+        def bus_wait():
             m.d.comb += timer_run.eq(1)
-            with m.If(timer == self.bus_timeout):
+
+        def bus_expired():
+            with m.Elif(expired):
                 respond(Status.BUS_TIMEOUT)
 
-        # one timer: inter-byte timeout in FRAME, handshake timeout on the CSR bus
-        with m.If(timer_clear | ~timer_run):
-            m.d.sync += timer.eq(0)
-        with m.Else():
-            m.d.sync += timer.eq(timer + 1)
+        def start_frame():
+            m.d.sync += [escaped.eq(0), seq.eq(0), cmd.eq(0)]
+            m.d.comb += crc.clear.eq(1)
+            rewind()
+            m.next = "HEADER"
 
-        # response length: read data, the PING word, the STATUS counters, or nothing
-        with m.If(status == Status.OK):
-            with m.Switch(cmd):
-                with m.Case(Command.READ_MEM, Command.READ_CSR):
-                    m.d.comb += resp_len.eq(length)
-                with m.Case(Command.PING):
-                    m.d.comb += resp_len.eq(4)
-                with m.Case(Command.STATUS):
-                    m.d.comb += resp_len.eq(STATUS_BYTES)
-        with m.If(~responding):
-            m.d.sync += [out_pos.eq(0), out_crc.eq(CRC_INIT), out_wait.eq(1)]
+        def frame_byte():
+            """Common to HEADER and BODY; returns the condition of a new body byte."""
+            m.d.comb += [listening.eq(1), timer_run.eq(1)]
+            body = Signal()
+            with m.If(rx_valid):
+                m.d.comb += timer_restart.eq(1)
+                with m.If(rx_byte == SOF):
+                    count(truncated)
+                    start_frame()
+                with m.Elif((rx_byte == ESC) & ~escaped):
+                    m.d.sync += escaped.eq(1)
+                with m.Else():
+                    m.d.sync += escaped.eq(0)
+                    m.d.comb += [body.eq(1), crc.feed.eq(1), crc.byte.eq(data)]
+                    next_byte()
+            with m.Elif(expired):
+                count(truncated)
+                respond(Status.TIMEOUT)
+            return body
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += listening.eq(1)
                 with m.If(rx_valid):
                     with m.If(rx_byte == SOF):
-                        m.d.sync += [pos.eq(0), escaped.eq(0), crc.eq(CRC_INIT), seq.eq(0),
-                                     cmd.eq(0)]
-                        m.next = "FRAME"
+                        start_frame()
                     with m.Else():
-                        m.d.sync += discarded.eq(discarded + 1)
+                        count(discarded)
 
-            with m.State("FRAME"):
-                m.d.comb += [listening.eq(1), timer_run.eq(1)]
-                with m.If(rx_valid):
-                    m.d.comb += timer_clear.eq(1)
-                    with m.If(rx_byte == SOF):
-                        m.d.sync += [pos.eq(0), escaped.eq(0), crc.eq(CRC_INIT), seq.eq(0),
-                                     cmd.eq(0), truncated.eq(truncated + 1)]
-                    with m.Elif((rx_byte == ESC) & ~escaped):
-                        m.d.sync += escaped.eq(1)
-                    with m.Else():
-                        m.d.sync += [escaped.eq(0), crc.eq(crc_next), pos.eq(pos + 1)]
-                        with m.Switch(pos):
-                            with m.Case(0):
-                                m.d.sync += seq.eq(data)
-                            with m.Case(1):
-                                m.d.sync += cmd.eq(data)
-                            with m.Case(2, 3, 4, 5):     # little-endian: shift in from the top
-                                m.d.sync += addr.eq(Cat(addr[8:], data))
-                            with m.Case(6, 7):
-                                m.d.sync += length.eq(Cat(length[8:], data))
-                        with m.If((pos >= REQUEST_HEADER_BYTES) & (payload_pos < payload_len)):
-                            m.d.sync += word.eq(Cat(word[8:], data))
-                            with m.If((payload_pos[:2] == 3) & (payload_pos < MAX_PAYLOAD)):
-                                m.d.comb += [buf_wr.addr.eq(payload_pos[2:]), buf_wr.en.eq(1),
-                                             buf_wr.data.eq(Cat(word, data))]
-                        with m.If((pos >= REQUEST_HEADER_BYTES)
-                                  & (pos + 1 == REQUEST_HEADER_BYTES + payload_len + 2)):
-                            with m.If(crc_next == 0):
-                                m.next = "CHECK"
-                            with m.Else():
-                                m.d.sync += crc_errors.eq(crc_errors + 1)
-                                respond(Status.BAD_CRC)
-                with m.Elif(timer == self.timeout):
-                    m.d.sync += truncated.eq(truncated + 1)
-                    respond(Status.TIMEOUT)
+            with m.State("HEADER"):
+                with m.If(frame_byte()):
+                    m.d.sync += fields.eq(Cat(fields[8:], data))
+                    with m.Switch(Cat(lane, widx[0])):
+                        with m.Case(0):
+                            m.d.sync += seq.eq(data)
+                        with m.Case(1):
+                            m.d.sync += cmd.eq(data)
+                        with m.Case(REQUEST_HEADER_BYTES - 1):
+                            m.d.sync += remaining.eq(Mux(is_write, Cat(fields[-8:], data), 0))
+                            rewind()
+                            m.next = "BODY"
+
+            with m.State("BODY"):              # payload, then the CRC
+                with m.If(frame_byte()):
+                    m.d.sync += [word.eq(Cat(word[8:], data)), remaining.eq(remaining - 1)]
+                    # all bytes go through, the CRC's too: they never complete a payload word
+                    with m.If(lane == 3):
+                        store(Cat(word, data))
+                    with m.If(remaining[-1]):
+                        m.next = "CHECK"
 
             with m.State("CHECK"):
-                m.d.sync += [idx.eq(0), nwords.eq(length >> 2), aw_done.eq(0), w_done.eq(0)]
                 bad_length = (length[:2] != 0) | (length > MAX_PAYLOAD)
-                with m.Switch(cmd):
-                    with m.Case(Command.PING, Command.STATUS):
-                        with m.If(length != 0):
-                            m.d.sync += bad_requests.eq(bad_requests + 1)
-                            respond(Status.BAD_LENGTH)
-                        with m.Elif(cmd == Command.PING):
-                            m.d.comb += [buf_wr.addr.eq(0), buf_wr.en.eq(1),
-                                         buf_wr.data.eq(PING_WORD)]
-                            respond(Status.OK)
-                        with m.Else():
-                            m.d.comb += [buf_wr.addr.eq(0), buf_wr.en.eq(1),
-                                         buf_wr.data.eq(Cat(crc_errors, truncated))]
-                            m.next = "STATUS"
-                    with m.Case(Command.READ_MEM, Command.WRITE_MEM, Command.READ_CSR,
-                                Command.WRITE_CSR):
-                        with m.If(bad_length):
-                            m.d.sync += bad_requests.eq(bad_requests + 1)
-                            respond(Status.BAD_LENGTH)
-                        with m.Elif(addr[:2] != 0):
-                            m.d.sync += bad_requests.eq(bad_requests + 1)
-                            respond(Status.BAD_ADDRESS)
-                        with m.Elif(length == 0):
-                            respond(Status.OK)
-                        with m.Elif(cmd == Command.READ_MEM):
-                            m.next = "READ_MEM"
-                        with m.Elif(cmd == Command.WRITE_MEM):
-                            m.next = "WRITE_MEM_FETCH"
-                        with m.Elif(cmd == Command.READ_CSR):
-                            m.next = "READ_CSR_ADDR"
-                        with m.Else():
-                            m.next = "WRITE_CSR_FETCH"
-                    with m.Default():
-                        m.d.sync += bad_requests.eq(bad_requests + 1)
-                        respond(Status.BAD_COMMAND)
+                with m.If(crc.busy):
+                    pass
+                with m.Elif(crc.crc != 0):
+                    count(crc_errors)
+                    respond(Status.BAD_CRC)
+                with m.Elif(cmd.matches(Command.PING, Command.STATUS)):
+                    with m.If(length != 0):
+                        count(bad_requests)
+                        respond(Status.BAD_LENGTH)
+                    with m.Elif(cmd == Command.PING):
+                        store(PING_WORD)
+                        respond(Status.OK, WORD_BYTES)
+                    with m.Else():
+                        store(Cat(crc_errors, truncated))
+                        m.d.sync += widx.eq(1)
+                        m.next = "STATUS"
+                with m.Elif(cmd.matches(Command.READ_MEM, Command.WRITE_MEM, Command.READ_CSR,
+                                        Command.WRITE_CSR)):
+                    with m.If(bad_length):
+                        count(bad_requests)
+                        respond(Status.BAD_LENGTH)
+                    with m.Elif(addr[:2] != 0):
+                        count(bad_requests)
+                        respond(Status.BAD_ADDRESS)
+                    with m.Else():
+                        rewind()
+                        m.next = "NEXT"
+                with m.Else():
+                    count(bad_requests)
+                    respond(Status.BAD_COMMAND)
 
             with m.State("STATUS"):
-                m.d.comb += [buf_wr.addr.eq(1), buf_wr.en.eq(1),
-                             buf_wr.data.eq(Cat(bad_requests, discarded))]
-                respond(Status.OK)
+                store(Cat(bad_requests, discarded))
+                respond(Status.OK, STATUS_BYTES)
+
+            with m.State("NEXT"):               # buffer word widx appears on buf_rd.data
+                m.d.sync += [aw_done.eq(0), w_done.eq(0)]
+                with m.If(all_words):
+                    respond(Status.OK, Mux(is_write, 0, length))
+                with m.Elif(cmd == Command.READ_MEM):
+                    m.next = "READ_MEM"
+                with m.Elif(cmd == Command.WRITE_MEM):
+                    m.next = "WRITE_MEM"
+                with m.Elif(cmd == Command.READ_CSR):
+                    m.next = "READ_CSR_ADDR"
+                with m.Else():
+                    m.next = "WRITE_CSR_ADDR"
 
             with m.State("READ_MEM"):
                 m.d.comb += mem.valid.eq(1)
                 with m.If(mem.ack):
-                    m.d.comb += [buf_wr.addr.eq(idx), buf_wr.en.eq(1), buf_wr.data.eq(mem.rdata)]
+                    store(mem.rdata)
                     with m.If(mem.error):
-                        m.d.sync += bad_requests.eq(bad_requests + 1)
+                        count(bad_requests)
                         respond(Status.BAD_ADDRESS)
                     with m.Else():
                         next_word()
 
-            with m.State("WRITE_MEM_FETCH"):   # buffer word idx appears on buf_rd.data
-                m.next = "WRITE_MEM"
             with m.State("WRITE_MEM"):
                 m.d.comb += [mem.valid.eq(1), mem.we.eq(1)]
                 with m.If(mem.ack):
-                    m.next = "WRITE_MEM_FETCH"
                     with m.If(mem.error):
-                        m.d.sync += bad_requests.eq(bad_requests + 1)
+                        count(bad_requests)
                         respond(Status.BAD_ADDRESS)
                     with m.Else():
                         next_word()
 
             with m.State("READ_CSR_ADDR"):
                 m.d.comb += axil["arvalid"].eq(1)
-                bus_timer()
+                bus_wait()
                 with m.If(axil["arready"]):
-                    m.d.comb += timer_clear.eq(1)
+                    m.d.comb += timer_restart.eq(1)
                     m.next = "READ_CSR_DATA"
+                bus_expired()
             with m.State("READ_CSR_DATA"):
                 m.d.comb += axil["rready"].eq(1)
-                bus_timer()
+                bus_wait()
                 with m.If(axil["rvalid"]):
-                    m.d.comb += [buf_wr.addr.eq(idx), buf_wr.en.eq(1),
-                                 buf_wr.data.eq(axil["rdata"])]
-                    m.next = "READ_CSR_ADDR"
+                    store(axil["rdata"])
                     with m.If(axil["rresp"] != AXI_OKAY):
                         respond(Status.BUS_ERROR)
                     with m.Else():
                         next_word()
+                bus_expired()
 
-            with m.State("WRITE_CSR_FETCH"):
-                m.d.sync += [aw_done.eq(0), w_done.eq(0)]
-                m.next = "WRITE_CSR_ADDR"
             with m.State("WRITE_CSR_ADDR"):
                 m.d.comb += [axil["awvalid"].eq(~aw_done), axil["wvalid"].eq(~w_done)]
-                bus_timer()
+                bus_wait()
                 aw_now = aw_done | axil["awready"]
                 w_now = w_done | axil["wready"]
                 m.d.sync += [aw_done.eq(aw_now), w_done.eq(w_now)]
                 with m.If(aw_now & w_now):
-                    m.d.comb += timer_clear.eq(1)
+                    m.d.comb += timer_restart.eq(1)
                     m.next = "WRITE_CSR_RESP"
+                bus_expired()
             with m.State("WRITE_CSR_RESP"):
                 m.d.comb += axil["bready"].eq(1)
-                bus_timer()
+                bus_wait()
                 with m.If(axil["bvalid"]):
-                    m.next = "WRITE_CSR_FETCH"
                     with m.If(axil["bresp"] != AXI_OKAY):
                         respond(Status.BUS_ERROR)
                     with m.Else():
                         next_word()
+                bus_expired()
 
+            # response: SOF and the header, LEN payload bytes from the buffer, the CRC
             with m.State("RESPOND"):
-                m.d.comb += responding.eq(1)
-                self._respond(m, buf_rd, seq, cmd, status, resp_len, out_pos, out_wait,
-                              out_crc, out_byte, out_raw, out_valid, out_ready)
+                m.d.comb += out_valid.eq(~crc.busy)
+                header = [seq, cmd, status, length[:8], length[8:]]
+                with m.Switch(Cat(lane, widx[0])):
+                    with m.Case(0):
+                        m.d.comb += [out_byte.eq(SOF), out_raw.eq(1)]
+                    for i, value in enumerate(header):
+                        with m.Case(1 + i):
+                            m.d.comb += out_byte.eq(value)
+                with m.If(sent):
+                    m.d.comb += [crc.byte.eq(out_byte), crc.clear.eq(out_raw),
+                                 crc.feed.eq(~out_raw)]
+                    next_byte()
+                    with m.If(Cat(lane, widx[0]) == len(header)):
+                        rewind()
+                        m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                with m.If((lane == 0) & all_words):
+                    m.next = "CRC"
+                with m.Else():
+                    m.d.comb += [out_valid.eq(~crc.busy),
+                                 out_byte.eq(buf_rd.data.word_select(lane, 8))]
+                    with m.If(sent):
+                        m.d.comb += [crc.byte.eq(out_byte), crc.feed.eq(1)]
+                        next_byte()
+            with m.State("CRC"):                 # high byte, then low byte: both in crc[8:]
+                m.d.comb += [out_valid.eq(~crc.busy), out_byte.eq(crc.crc[8:])]
+                with m.If(sent):
+                    m.d.comb += [crc.byte.eq(out_byte), crc.feed.eq(1)]
+                    m.d.sync += lane.eq(1)
+                    with m.If(lane[0]):
+                        m.next = "IDLE"
 
         # bytes arriving while a request executes or is answered are dropped and counted
         with m.If(rx_valid & ~listening):
-            m.d.sync += discarded.eq(discarded + 1)
+            count(discarded)
         return m
-
-    def _respond(self, m, buf_rd, seq, cmd, status, resp_len, out_pos, out_wait, out_crc,
-                 out_byte, out_raw, out_valid, out_ready):
-        """Send SOF, the response header, ``resp_len`` buffer bytes and the CRC."""
-        h = RESPONSE_HEADER_BYTES
-        payload_pos = Signal(17)
-        m.d.comb += [payload_pos.eq(out_pos - (1 + h)), buf_rd.addr.eq(payload_pos[2:])]
-        header = [seq, cmd, status, resp_len[:8], resp_len[8:]]
-        end = 1 + h + resp_len
-        with m.If(out_pos == 0):
-            m.d.comb += [out_byte.eq(SOF), out_raw.eq(1)]
-        for i, value in enumerate(header):
-            with m.Elif(out_pos == 1 + i):
-                m.d.comb += out_byte.eq(value)
-        with m.Elif(out_pos < end):
-            m.d.comb += out_byte.eq(buf_rd.data.word_select(payload_pos[:2], 8))
-        with m.Elif(out_pos == end):
-            m.d.comb += out_byte.eq(out_crc[8:])
-        with m.Else():
-            m.d.comb += out_byte.eq(out_crc[:8])
-        # one idle cycle after each byte so the buffer's read port catches up
-        m.d.comb += out_valid.eq(~out_wait)
-        m.d.sync += out_wait.eq(0)
-        with m.If(out_valid & out_ready):
-            m.d.sync += [out_pos.eq(out_pos + 1), out_wait.eq(1)]
-            with m.If((out_pos != 0) & (out_pos < end)):
-                m.d.sync += out_crc.eq(crc16_step(out_crc, out_byte))
-            with m.If(out_pos == end + 1):
-                m.next = "IDLE"

@@ -516,23 +516,41 @@ def test_sysmem_checks_its_arguments():
 
 # -- pieces of the bridge --------------------------------------------------------------------
 
-def test_gateware_crc_step_matches_the_host_crc():
-    from systolic.fpga.bridge import crc16_step
-    crc, byte = Signal(16), Signal(8)
-    out = Signal(16)
-    m = Module()
-    m.d.comb += out.eq(crc16_step(crc, byte))
+def test_serial_crc_matches_the_host_crc():
+    """Byte by byte against the host CRC; then the frame's own CRC, which the response
+    sends from ``crc[8:]`` twice, and the zero residue the parser checks."""
+    from systolic.fpga.bridge import SerialCrc16
+    dut = SerialCrc16()
     rng = random.Random(11)
-    cases = [(c, b) for c in (0xFFFF, 0x0000, 0x8000, 0x1021) for b in range(256)]
-    cases += [(rng.getrandbits(16), rng.getrandbits(8)) for _ in range(500)]
+    messages = [b"123456789", bytes(range(256)), bytes([0xFF] * 5), b"\x00",
+                *(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
+                  for _ in range(20))]
+
+    async def feed(ctx, byte):
+        ctx.set(dut.byte, byte)
+        ctx.set(dut.feed, 1)
+        await ctx.tick()
+        ctx.set(dut.feed, 0)
+        assert ctx.get(dut.busy)
+        await ctx.tick().until(~dut.busy)
+        return ctx.get(dut.crc)
 
     async def bench(ctx):
-        for c, b in cases:
-            ctx.set(crc, c)
-            ctx.set(byte, b)
-            assert ctx.get(out) == P.crc16_update(c, b), (hex(c), hex(b))
+        for message in messages:
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            assert ctx.get(dut.crc) == P.CRC_INIT
+            for i, byte in enumerate(message):
+                assert await feed(ctx, byte) == P.crc16(message[:i + 1]), (message, i)
+            expected = P.crc16(message)
+            assert ctx.get(dut.crc) >> 8 == expected >> 8
+            assert await feed(ctx, expected >> 8) >> 8 == expected & 0xFF
+            assert await feed(ctx, expected & 0xFF) == 0
+        assert P.crc16(b"123456789") == 0x29B1
 
-    sim = Simulator(m)
+    sim = Simulator(dut)
+    sim.add_clock(PERIOD)
     sim.add_testbench(bench)
     sim.run()
 
