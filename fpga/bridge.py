@@ -29,7 +29,7 @@ from systolic.runtime.protocol import (
 from .sysmem import AXI_OKAY, MemPortSignature
 from .uart import UartRx, UartTx, check_divisor
 
-__all__ = ["AXIL_SIGNATURE", "SerialCrc16", "Bridge"]
+__all__ = ["AXIL_SIGNATURE", "SerialCrc16", "SerialCounters", "Bridge"]
 
 AXIL_SIGNATURE = AXI4LiteSignature(addr_width=32, data_width=32)
 """The bridge's CSR master bus (flat ``m_axil_*`` ports with the standard names)."""
@@ -47,7 +47,7 @@ class SerialCrc16(wiring.Component):
     Attributes
     ----------
     clear : In(1)
-        Set ``crc`` to :data:`CRC_INIT` and drop a byte in progress.
+        Set ``crc`` to :data:`CRC_INIT` (only while not ``busy``).
     feed : In(1)
         Take ``byte`` (only while not ``busy``).
     byte : In(8)
@@ -62,23 +62,67 @@ class SerialCrc16(wiring.Component):
     feed: In(1)
     byte: In(8)
     busy: Out(1)
-    crc: Out(16, init=CRC_INIT)
+    crc: Out(16)
 
     def elaborate(self, platform):
         m = Module()
         # data bits above a marker 1: the byte is done when the marker reaches the top
         bits = Signal(9)
         m.d.comb += self.busy.eq(bits[:8].any())
-        feedback = self.crc[15] ^ bits[8]
+        # the register holds the CRC inverted, so that clearing it is a reset to 0
+        inverted = Signal(16)
+        m.d.comb += self.crc.eq(~inverted)
+        feedback = ~inverted[15] ^ bits[8]
         with m.If(self.clear):
-            m.d.sync += [self.crc.eq(CRC_INIT), bits.eq(0)]
-        with m.Elif(self.feed):
+            m.d.sync += inverted.eq(~CRC_INIT & 0xFFFF)
+        with m.Elif(self.busy):
+            m.d.sync += inverted.eq(Cat(Const(1, 1), inverted[:15]) ^ Mux(feedback, CRC_POLY, 0))
+        # the bridge never clears or feeds while busy: bytes come far apart
+        with m.If(self.feed):
             m.d.sync += bits.eq(Cat(Const(1, 1), self.byte))
         with m.Elif(self.busy):
-            m.d.sync += [
-                self.crc.eq((self.crc << 1)[:16] ^ Mux(feedback, CRC_POLY, 0)),
-                bits.eq(bits << 1),
-            ]
+            m.d.sync += bits.eq(bits << 1)
+        return m
+
+class SerialCounters(wiring.Component):
+    """Four 16-bit wrapping event counters in one 64-bit ring with a 2-bit serial adder.
+
+    The ring rotates by 2 bits every cycle, so each counter passes the adder once every
+    32 cycles; an event waits in a pending bit until its counter comes round. Events of
+    one counter must therefore be at least 32 cycles apart (the bridge counts at most one
+    per received byte, and a byte lasts at least 37 cycles at 4 clocks per bit).
+
+    Attributes
+    ----------
+    inc : In(4)
+        One bit per counter: count one event.
+    phase : Out(5)
+        Ring position: the ring has rotated by ``2 * phase`` bits.
+    window : Out(32)
+        The ring's low 32 bits: counters 0 and 1 when ``phase`` is 0, counters 2 and 3
+        when it is 16 (an event is visible at the latest 32 cycles after ``inc``).
+    """
+
+    inc: In(4)
+    phase: Out(5)
+    window: Out(32)
+
+    def elaborate(self, platform):
+        m = Module()
+        ring = Signal(64)
+        pending = Signal(4)
+        carry = Signal()
+        m.d.comb += self.window.eq(ring[:32])
+        counter, first = self.phase[3:], self.phase[:3] == 0   # 8 cycles per counter
+        carry_in = Mux(first, pending.bit_select(counter, 1), carry)
+        low = ring[0] & carry_in
+        m.d.sync += [
+            ring.eq(Cat(ring[2:], ring[0] ^ carry_in, ring[1] ^ low)),
+            carry.eq(ring[1] & low),
+            self.phase.eq(self.phase + 1),
+        ]
+        taken = Mux(first, 1 << counter, 0)
+        m.d.sync += pending.eq(pending & ~taken | self.inc)
         return m
 
 
@@ -95,11 +139,12 @@ class Bridge(wiring.Component):
     ``bus_timeout`` cycles is NAKed (BUS_TIMEOUT). No input can lock the bridge up.
 
     The datapath is built for a small FPGA: one bit-serial CRC engine (:class:`SerialCrc16`)
-    serves both directions; the request header is shifted into a register; one word
-    index and byte lane walk the buffer when receiving, executing and answering; the
-    frame's remaining length and the timeouts are down-counters; the word address is
-    incremented in place. The CRC engine takes 8 cycles per byte, far less than a byte's
-    time on the line; the bridge checks a frame's CRC 8 cycles after its last byte.
+    serves both directions; the STATUS counters share one serial adder
+    (:class:`SerialCounters`); ADDR and LEN are shifted into a register; one word index
+    and byte lane walk the buffer when receiving, executing and answering; the frame's
+    remaining length and the timeouts are down-counters. The CRC engine takes 8 cycles
+    per byte, far less than a byte's time on the line: the bridge checks a frame's CRC
+    8 cycles after its last byte, and waits for the engine before each response byte.
 
     Parameters
     ----------
@@ -170,8 +215,10 @@ class Bridge(wiring.Component):
         # index and the byte lane in it (the header's byte count while a header moves)
         widx, lane = Signal(range(words + 1)), Signal(2)
         m.d.comb += [buf_rd.addr.eq(widx), buf_wr.addr.eq(widx)]
-        all_words = Signal()                  # the executor or the response is done
-        m.d.comb += all_words.eq(widx == length[2:2 + len(widx)])
+        # words to move, then words to send: the response's LEN is 4 * nwords
+        nwords = Signal(range(words + 1))
+        all_words = Signal()
+        m.d.comb += all_words.eq(widx == nwords)
 
         def next_byte():
             m.d.sync += lane.eq(lane + 1)
@@ -195,11 +242,12 @@ class Bridge(wiring.Component):
             m.d.sync += timer.eq(timer - 1)
         expired = timer == 0
 
-        crc_errors, truncated, bad_requests, discarded = (Signal(16, name=n) for n in (
-            "crc_errors", "truncated", "bad_requests", "discarded"))
+        # the STATUS counters, in the order of the STATUS payload
+        m.submodules.counters = counters = SerialCounters()
+        crc_errors, truncated, bad_requests, discarded = range(4)
 
         def count(counter):
-            m.d.sync += counter.eq(counter + 1)
+            m.d.comb += counters.inc[counter].eq(1)
 
         rx_byte, rx_valid = urx.o.payload, urx.o.valid
         data = Signal(8)
@@ -220,10 +268,12 @@ class Bridge(wiring.Component):
         sent = Signal()
         m.d.comb += sent.eq(out_valid & out_ready)
 
-        # the executor: word address counted in place, data from or to the buffer
-        m.d.comb += [self.mem.addr.eq(addr), self.mem.wdata.eq(buf_rd.data)]
+        # the executor: word widx at ADDR + 4 * widx, data from or to the buffer
+        word_addr = Signal(32)
+        m.d.comb += word_addr.eq(Cat(addr[:2], addr[2:] + widx))
+        m.d.comb += [self.mem.addr.eq(word_addr), self.mem.wdata.eq(buf_rd.data)]
         for prefix in ("aw", "ar"):
-            m.d.comb += getattr(self, f"m_axil_{prefix}addr").eq(addr)
+            m.d.comb += getattr(self, f"m_axil_{prefix}addr").eq(word_addr)
         m.d.comb += [self.m_axil_wdata.eq(buf_rd.data), self.m_axil_wstrb.eq(0xF)]
         mem = self.mem
         axil = {name: getattr(self, "m_axil_" + name) for name in AXIL_SIGNATURE.members}
@@ -232,16 +282,14 @@ class Bridge(wiring.Component):
         def store(value):
             m.d.comb += [buf_wr.en.eq(1), buf_wr.data.eq(value)]
 
-        def respond(code, payload_bytes=0):
-            """Answer ``code``; ``payload_bytes``: None keeps LEN (read data), else sets it."""
-            m.d.sync += status.eq(code)
-            if payload_bytes is not None:
-                m.d.sync += length.eq(payload_bytes)
+        def respond(code, payload_words=0):
+            """Answer ``code`` with ``payload_words`` words from the buffer."""
+            m.d.sync += [status.eq(code), nwords.eq(payload_words)]
             rewind()
             m.next = "RESPOND"
 
         def next_word():
-            m.d.sync += [widx.eq(widx + 1), addr[2:].eq(addr[2:] + 1)]
+            m.d.sync += widx.eq(widx + 1)
             m.next = "NEXT"
 
         def bus_wait():
@@ -321,9 +369,9 @@ class Bridge(wiring.Component):
                         respond(Status.BAD_LENGTH)
                     with m.Elif(cmd == Command.PING):
                         store(PING_WORD)
-                        respond(Status.OK, WORD_BYTES)
-                    with m.Else():
-                        store(Cat(crc_errors, truncated))
+                        respond(Status.OK, 1)
+                    with m.Elif(counters.phase == 0):
+                        store(counters.window)         # crc_errors, truncated
                         m.d.sync += widx.eq(1)
                         m.next = "STATUS"
                 with m.Elif(cmd.matches(Command.READ_MEM, Command.WRITE_MEM, Command.READ_CSR,
@@ -335,6 +383,7 @@ class Bridge(wiring.Component):
                         count(bad_requests)
                         respond(Status.BAD_ADDRESS)
                     with m.Else():
+                        m.d.sync += nwords.eq(length[2:])
                         rewind()
                         m.next = "NEXT"
                 with m.Else():
@@ -342,13 +391,14 @@ class Bridge(wiring.Component):
                     respond(Status.BAD_COMMAND)
 
             with m.State("STATUS"):
-                store(Cat(bad_requests, discarded))
-                respond(Status.OK, STATUS_BYTES)
+                with m.If(counters.phase == 16):
+                    store(counters.window)             # bad_requests, discarded
+                    respond(Status.OK, STATUS_BYTES // WORD_BYTES)
 
             with m.State("NEXT"):               # buffer word widx appears on buf_rd.data
                 m.d.sync += [aw_done.eq(0), w_done.eq(0)]
                 with m.If(all_words):
-                    respond(Status.OK, Mux(is_write, 0, length))
+                    respond(Status.OK, Mux(is_write, 0, nwords))
                 with m.Elif(cmd == Command.READ_MEM):
                     m.next = "READ_MEM"
                 with m.Elif(cmd == Command.WRITE_MEM):
@@ -418,7 +468,8 @@ class Bridge(wiring.Component):
             # response: SOF and the header, LEN payload bytes from the buffer, the CRC
             with m.State("RESPOND"):
                 m.d.comb += out_valid.eq(~crc.busy)
-                header = [seq, cmd, status, length[:8], length[8:]]
+                resp_length = Cat(Const(0, 2), nwords, Const(0, 16))
+                header = [seq, cmd, status, resp_length[:8], resp_length[8:16]]
                 with m.Switch(Cat(lane, widx[0])):
                     with m.Case(0):
                         m.d.comb += [out_byte.eq(SOF), out_raw.eq(1)]
