@@ -3,7 +3,7 @@
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import bits_for
+from amaranth.utils import bits_for, ceil_log2
 
 from systolic.numerics import Activation, OutType
 
@@ -13,6 +13,8 @@ from .scratchpad import check_config
 __all__ = ["PostProcessor", "settings_layout", "LATENCY"]
 
 LATENCY = 4  # cycles from a beat's issue to its output beat being valid
+SERIAL_MBITS = 15       # bits of M in the serial engine (one lane, 16-bit M)
+SERIAL_ZERO_SHIFT = 46  # with a larger shift, round_shift(acc * M, s) is 0
 
 
 def settings_layout(config):
@@ -38,8 +40,53 @@ def settings_layout(config):
     })
 
 
+def row_bounds(m, st):
+    """Combinational bounds of a row from its settings ``st``; returns ``(raw, lo, hi)``.
+
+    ``raw`` is high for an INT32 row. Requantized outputs are bytes and the type's range
+    lies in -128..255, so a non-empty range ``[lo, hi]`` fits in 10 bits (signed); an
+    empty range (``lo > hi``) gives ``lo``, whose low byte becomes both bounds.
+    """
+    # `lower` (RELU: zp, CLAMP: clamp_lo) and `upper` (CLAMP: clamp_hi) are placed
+    # against the type's range with sign and high-bit tests rather than 32-bit
+    # comparators.
+    int8 = st.out_type == OutType.INT8
+    relu = st.activation == Activation.RELU
+    clamp = st.activation == Activation.CLAMP
+    lower = Mux(relu, st.zero_point, st.clamp_lo)
+    upper = st.clamp_hi
+
+    def above_type(x):          # x > type_hi (127 or 255)
+        return ~x[31] & Mux(int8, x[7:31].any(), x[8:31].any())
+
+    def below_type(x):          # x < type_lo (-128 or 0)
+        return x[31] & ~(int8 & x[7:31].all())
+
+    type_lo = Mux(int8, -128, 0)
+    type_hi = Mux(int8, 127, 255)
+    raw = Signal()
+    lower_above = Signal()
+    upper_below = Signal()
+    lo10 = Signal(signed(10))
+    hi10 = Signal(signed(10))
+    empty = Signal()
+    m.d.comb += [
+        raw.eq(st.out_type[1]),
+        lower_above.eq((relu | clamp) & above_type(lower)),
+        upper_below.eq(clamp & below_type(upper)),
+        lo10.eq(Mux((relu | clamp) & ~below_type(lower), lower[:10], type_lo)),
+        hi10.eq(Mux(clamp & ~above_type(upper), upper[:10], type_hi)),
+        empty.eq(lower_above | upper_below | (lo10 > hi10)),
+    ]
+    empty_byte = Mux(lower_above, lower[:8], lo10[:8])
+    lo = Signal(signed(10))
+    hi = Signal(signed(10))
+    m.d.comb += [lo.eq(Mux(empty, empty_byte, lo10)), hi.eq(Mux(empty, empty_byte, hi10))]
+    return raw, lo, hi
+
+
 class PostProcessor(wiring.Component):
-    """Turns accumulator rows into the bytes a STORE writes, ``config.lanes`` per cycle.
+    """Turns accumulator rows into the bytes a STORE writes, ``config.lanes`` per beat.
 
     Per element, bit-exact with :func:`systolic.numerics.requantize`::
 
@@ -61,12 +108,23 @@ class PostProcessor(wiring.Component):
       byte 0 up; ``last`` marks the last beat of a row. A row of ``length`` elements gives
       ``ceil(length / lanes)`` beats.
 
-    The pipeline issues one beat every ``beat_cycles`` cycles and stalls as a whole while
-    ``o`` holds a beat not taken. A beat issued in cycle ``t`` is on ``o`` from cycle
-    ``t + latency``: parameter read, registered multiply, rounding shift, zero point and
-    clamp. ``beat_cycles`` is 1 and ``latency`` is ``LATENCY`` (4), except with one lane
-    and a 16-bit M, where each product is made of two 16 x 16-bit halves on one
-    multiplier (one SB_MAC16 on iCE40): ``beat_cycles`` 2, ``latency`` 6.
+    Bytes of ``data`` above ``nbytes`` are 0 (the store unit ORs beats into its rows).
+
+    With more than one lane or a 32-bit M, a pipeline issues one beat per cycle
+    (``beat_cycles`` 1) and stalls as a whole while ``o`` holds a beat not taken; a beat
+    issued in cycle ``t`` is on ``o`` from cycle ``t + latency`` (``LATENCY``, 4):
+    parameter read, registered multiply, rounding shift, zero point and clamp.
+
+    With one lane and a 16-bit M (``icebreaker``) there is no multiplier: a
+    shift-and-add engine takes one bit of M per cycle and performs the rounding shift in
+    the same steps (see :meth:`elaborate_serial`), and the parameter words are read one
+    at a time. An element started in cycle ``t`` is on ``o`` from ``t + latency`` and the
+    next element starts the cycle after it is taken, where
+    ``(beat_cycles, latency) = serial_cycles(s)``: ``latency = 18 + |s - 15|``
+    (18 for ``s > 46``, whose result is 0), e.g. 18 at ``s = 15``, 27 at ``s = 24``,
+    33 at ``s = 0``. An INT32 element takes 2 cycles. The attributes ``beat_cycles`` and
+    ``latency`` hold the worst case (``s = 46``: 50 and 49). ``i.ready`` comes with the
+    row's last beat taken on ``o``.
 
     Parameters
     ----------
@@ -78,21 +136,29 @@ class PostProcessor(wiring.Component):
         "settings": settings_layout(config)})))
     o : Out(stream.Signature(StructLayout({"data": 32 * lanes, "nbytes": ..., "last": 1})))
     param_w : In(...)
-        Write port of the parameter buffer (:class:`~systolic.rtl.params.ParamBuffer`).
+        Write port of the parameter rows (a :class:`~systolic.rtl.params.ParamBuffer`,
+        or flip-flops read a word at a time in the serial engine); same signature.
     beat_cycles : int
-        Cycles per output beat (1 or 2).
+        Cycles per output beat (at most, for the serial engine).
     latency : int
-        Cycles from a beat's issue to its output beat.
+        Cycles from a beat's issue to its output beat (at most, for the serial engine).
     """
 
     def __init__(self, *, config):
         check_config(config, "PostProcessor")
         self.config = config
         self.lanes = config.lanes
-        self.beat_cycles = 2 if (config.lanes == 1 and config.requant_bits == 16) else 1
-        self.latency = LATENCY if self.beat_cycles == 1 else 6
-        self.params = ParamBuffer(config=config)
+        self.serial = config.lanes == 1 and config.requant_bits == 16
+        if self.serial:
+            self.beat_cycles, self.latency = self.serial_cycles(SERIAL_ZERO_SHIFT)
+        else:
+            self.beat_cycles, self.latency = 1, LATENCY
+        self.params = None if self.serial else ParamBuffer(config=config)
         row = data.ArrayLayout(signed(32), config.cols)
+        param_w = wiring.Signature({
+            "en": Out(1), "addr": Out(max(1, ceil_log2(config.param_rows))),
+            "data": Out(data.ArrayLayout(unsigned(32), config.cols)),
+        })
         out = data.StructLayout({
             "data": unsigned(32 * self.lanes),
             "nbytes": unsigned(bits_for(4 * self.lanes)),
@@ -102,34 +168,33 @@ class PostProcessor(wiring.Component):
             "i": In(stream.Signature(data.StructLayout({
                 "row": row, "settings": settings_layout(config)}))),
             "o": Out(stream.Signature(out)),
-            "param_w": self.params.signature.members["w"],
+            "param_w": In(param_w),
         })
 
+    @staticmethod
+    def serial_cycles(shift):
+        """``(beat_cycles, latency)`` of one requantized element of the serial engine
+        (one lane, 16-bit M) for the shift ``shift``."""
+        steps = 0 if shift > SERIAL_ZERO_SHIFT else abs(shift - SERIAL_MBITS)
+        latency = 3 + SERIAL_MBITS + steps
+        return latency + 1, latency
+
     def elaborate(self, platform):
+        if self.serial:
+            return self.elaborate_serial()
         cfg = self.config
         lanes = self.lanes
         groups = cfg.cols // lanes
         mbits = cfg.requant_bits - 1
-        split = self.beat_cycles == 2
         pbits = 32 + mbits                   # signed product of acc and M
         m = Module()
         m.submodules.params = params = self.params
         wiring.connect(m, wiring.flipped(self.param_w), params.w)
 
-        # The whole pipeline moves with `adv`; it stalls while `o` holds an unaccepted
-        # beat. `step` marks the cycles in which the stage registers load: every cycle,
-        # or every second one (`half` marks the first) with the split multiplier.
-        adv = Signal()
+        # The whole pipeline moves with `step`; it stalls while `o` holds an unaccepted
+        # beat.
         step = Signal()
-        half = Signal()
-        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
-        if split:
-            phase = Signal()
-            with m.If(adv):
-                m.d.sync += phase.eq(~phase)
-            m.d.comb += [step.eq(adv & phase), half.eq(adv & ~phase)]
-        else:
-            m.d.comb += step.eq(adv)
+        m.d.comb += step.eq(~self.o.valid | self.o.ready)
 
         # Issue: one beat (lane group) of the row at the input.
         st = self.i.payload.settings
@@ -148,40 +213,7 @@ class PostProcessor(wiring.Component):
         with m.If(step & self.i.valid):
             m.d.sync += beat.eq(Mux(last, 0, beat + 1))
 
-        # Output bounds of the row. Requantized outputs are bytes and the type's range
-        # lies in -128..255, so a non-empty range [lo, hi] fits in 10 bits; an empty range
-        # (lo > hi) gives lo, whose low byte becomes both bounds. `lower` (RELU: zp, CLAMP:
-        # clamp_lo) and `upper` (CLAMP: clamp_hi) are placed against the type's range with
-        # sign and high-bit tests rather than 32-bit comparators.
-        int8 = st.out_type == OutType.INT8
-        relu = st.activation == Activation.RELU
-        clamp = st.activation == Activation.CLAMP
-        lower = Mux(relu, st.zero_point, st.clamp_lo)
-        upper = st.clamp_hi
-
-        def above_type(x):          # x > type_hi (127 or 255)
-            return ~x[31] & Mux(int8, x[7:31].any(), x[8:31].any())
-
-        def below_type(x):          # x < type_lo (-128 or 0)
-            return x[31] & ~(int8 & x[7:31].all())
-
-        type_lo = Mux(int8, -128, 0)
-        type_hi = Mux(int8, 127, 255)
-        raw = Signal()
-        lower_above = Signal()
-        upper_below = Signal()
-        lo10 = Signal(signed(10))
-        hi10 = Signal(signed(10))
-        empty = Signal()
-        m.d.comb += [
-            raw.eq(st.out_type[1]),
-            lower_above.eq((relu | clamp) & above_type(lower)),
-            upper_below.eq(clamp & below_type(upper)),
-            lo10.eq(Mux((relu | clamp) & ~below_type(lower), lower[:10], type_lo)),
-            hi10.eq(Mux(clamp & ~above_type(upper), upper[:10], type_hi)),
-            empty.eq(lower_above | upper_below | (lo10 > hi10)),
-        ]
-        empty_byte = Mux(lower_above, lower[:8], lo10[:8])
+        raw, lo_b, hi_b = row_bounds(m, st)
 
         def stage(name, shape):
             return Signal(shape, name=name)
@@ -202,8 +234,8 @@ class PostProcessor(wiring.Component):
                 p1["mult"].eq(st.multiplier),
                 p1["shift"].eq(st.shift),
                 p1["zp"].eq(st.zero_point),
-                p1["lo"].eq(Mux(empty, empty_byte, lo10)),
-                p1["hi"].eq(Mux(empty, empty_byte, hi10)),
+                p1["lo"].eq(lo_b),
+                p1["hi"].eq(hi_b),
                 p1["count"].eq(count),
                 p1["last"].eq(last),
             ]
@@ -227,33 +259,8 @@ class PostProcessor(wiring.Component):
             acc = p1["acc"][k]
             with m.If(step):
                 m.d.sync += p2_shift[k].eq(shift)
-            if not split:
-                with m.If(step):
-                    m.d.sync += p2_prod[k].eq(acc * mult)
-                continue
-            # Split multiply: acc * M = (hi * M) * 2**16 + lo * M with hi = acc[16:]
-            # (signed) and lo = acc[:16] (unsigned), one signed 16 x 16 product per
-            # cycle (lo in the first cycle of the step, hi in the second). Seen as
-            # signed, lo is 2**16 too small when its bit 15 is set: add M * 2**16 back.
-            operand = Signal(signed(16), name=f"operand{k}")
-            product = Signal(signed(32), name=f"product{k}")
-            lo_prod = Signal(signed(32), name=f"lo_prod{k}")
-            m.d.comb += [
-                operand.eq(Mux(step, acc[16:], acc[:16])),
-                product.eq(operand * Cat(mult, 0).as_signed()),
-            ]
-            with m.If(half):
-                m.d.sync += lo_prod.eq(product)
-            lo_full = Signal(unsigned(31), name=f"lo_full{k}")      # lo * M, unsigned
-            hi_prod = Signal(signed(32), name=f"hi_prod{k}")
-            with m.If(half):   # first cycle of stage 2: put the halves together
-                m.d.sync += p2_prod[k].eq(Cat(lo_full[:16], hi_prod + lo_full[16:]))
             with m.If(step):
-                m.d.sync += [
-                    lo_full.eq(Cat(lo_prod[:16],
-                                   lo_prod[16:31] + Mux(acc[15], mult, 0))),
-                    hi_prod.eq(product),
-                ]
+                m.d.sync += p2_prod[k].eq(acc * mult)
 
         # Stage 2: round_shift(x, s) = ((x >> (s - 1)) + 1) >> 1 for s >= 1, which equals
         # (x + 2**(s-1)) >> s without building the rounding constant.
@@ -296,14 +303,126 @@ class PostProcessor(wiring.Component):
             packed_words.append(Mux(p3["raw"], y[:32], c))
             packed_bytes.append(c)
         out = self.o.payload
-        load = half if split else step
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        with m.If(load):
+        with m.If(step):
             m.d.sync += [
                 self.o.valid.eq(p3["valid"]),
                 out.data.eq(Mux(p3["raw"], Cat(*packed_words), Cat(*packed_bytes))),
                 out.nbytes.eq(Mux(p3["raw"], p3["count"] * 4, p3["count"])),
                 out.last.eq(p3["last"]),
             ]
+        return m
+
+    def elaborate_serial(self):
+        """One lane, 16-bit M: no multiplier. Each element is requantized by a
+        shift-and-add engine over the bits of M, one bit per cycle, which also performs
+        the rounding shift; the parameter words live in flip-flops."""
+        cfg = self.config
+        cols = cfg.cols
+        mbits = SERIAL_MBITS
+        m = Module()
+        st = self.i.payload.settings
+        raw, lo, hi = row_bounds(m, st)
+
+        # Parameter rows: the low `mbits` bits of each word (all a multiplier or a shift
+        # uses), written a row at a time, read a word at a time.
+        rows = [[Signal(mbits, name=f"param{r}_{c}") for c in range(cols)]
+                for r in range(cfg.param_rows)]
+        w = self.param_w
+        for r, words in enumerate(rows):
+            with m.If(w.en & (w.addr == r)):
+                m.d.sync += [word.eq(w.data[c][:mbits]) for c, word in enumerate(words)]
+        k = Signal(range(cols))                  # element of the row
+        read_shift = Signal()                    # read row param_addr + 1 (the shifts)
+        word = Signal(mbits)
+        m.d.comb += word.eq(Cat(*(w for ws in rows for w in ws)).word_select(
+            (st.param_addr + read_shift) * cols + k, mbits))
+
+        acc = Signal(signed(32))
+        m.d.comb += acc.eq(self.i.payload.row[k])
+        last = Signal()
+        m.d.comb += last.eq((k == cols - 1) | (k + 1 >= st.length))
+
+        # The engine. After `mbits` multiply steps, R = floor((acc * M) / 2**mbits) and
+        # Q holds the product's low bits (each step shifts one in at the top); then
+        # `c` = s - mbits further steps shift right (c > 0) or left (c < 0) through
+        # Q, so R = floor(acc * M / 2**s) and Q's top bit is the product's bit s - 1,
+        # the rounding bit. The last step adds the zero point and the rounding bit.
+        # R stays exact while |y| < 2**32; beyond, `sat` records that the result lies
+        # outside every byte range, on the side of `neg`.
+        r = Signal(signed(34))
+        q = Signal(mbits)
+        mcnt = Signal(range(mbits + 1))
+        c = Signal(signed(7))
+        zero = Signal()
+        sat = Signal()
+        neg = Signal()
+        x = Signal(signed(34))
+        total = Signal(signed(34))
+        rnd = q[-1]
+        mul = mcnt != 0
+        finish = ~mul & (c == 0)
+        m.d.comb += [
+            x.eq(Mux(mul, Mux(q[0], acc, 0), Mux(finish, st.zero_point, 0))),
+            total.eq(r + x + (finish & rnd)),
+        ]
+
+        shift = Mux(st.per_channel, word[:6], st.shift)
+        multiplier = Mux(st.per_channel, word, st.multiplier)
+        with m.FSM():
+            with m.State("START"):
+                m.d.comb += read_shift.eq(1)
+                with m.If(self.i.valid):
+                    m.d.sync += [
+                        zero.eq(shift > SERIAL_ZERO_SHIFT),
+                        c.eq(Mux(shift > SERIAL_ZERO_SHIFT, 0, shift - mbits)),
+                    ]
+                    with m.If(raw):
+                        m.next = "OUT"
+                    with m.Else():
+                        m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.sync += [q.eq(Mux(zero, 0, multiplier)), r.eq(0), mcnt.eq(mbits),
+                             sat.eq(0)]
+                m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(mul | (c > 0)):
+                    m.d.sync += [r.eq(total >> 1), q.eq(Cat(q[1:], total[0]))]
+                    with m.If(mul):
+                        m.d.sync += mcnt.eq(mcnt - 1)
+                    with m.Else():
+                        m.d.sync += c.eq(c - 1)
+                with m.Elif(c < 0):
+                    m.d.sync += [r.eq(Cat(rnd, r[:-1])), q.eq(Cat(0, q[:-1])), c.eq(c + 1)]
+                    with m.If(~sat & (r[32] != r[31])):
+                        m.d.sync += [sat.eq(1), neg.eq(r[33])]
+                with m.Else():
+                    m.d.sync += r.eq(total)
+                    m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += self.o.valid.eq(1)
+                with m.If(self.o.ready):
+                    m.d.comb += self.i.ready.eq(last)
+                    m.d.sync += k.eq(Mux(last, 0, k + 1))
+                    m.next = "START"
+
+        # Zero point is in R; clamp to the 10-bit bounds. Only whether z lies below,
+        # inside or above -512..511 and its low 10 bits matter.
+        z_in = Signal()
+        z_neg = Signal()
+        byte = Signal(8)
+        m.d.comb += [
+            z_in.eq(~sat & ((r[9:] == 0) | (r[9:] == (1 << 25) - 1))),
+            z_neg.eq(Mux(sat, neg, r[-1])),
+        ]
+        above = Mux(z_in, r[:10].as_signed() > hi, ~z_neg)
+        below = Mux(z_in, r[:10].as_signed() < lo, z_neg)
+        m.d.comb += byte.eq(Mux(above, hi, Mux(below, lo, r)))
+        out = self.o.payload
+        m.d.comb += [
+            out.data.eq(Mux(raw, acc, byte)),           # bytes above nbytes are 0
+            out.nbytes.eq(Mux(raw, 4, 1)),
+            out.last.eq(last),
+        ]
         return m

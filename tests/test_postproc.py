@@ -136,7 +136,8 @@ def run_postproc(cfg, items, params, *, seed=0, in_gaps=0.3, out_stalls=0.3):
             ctx.set(dut.o.ready, ready)
             _, _, valid, beat = await ctx.tick().sample(dut.o.valid, dut.o.payload)
             cycles += 1
-            assert cycles < 40 * len(items) + 100, "post-processing stopped producing"
+            budget = (40 + 2 * cfg.cols * dut.beat_cycles) * len(items) + 100
+            assert cycles < budget, "post-processing stopped producing"
             if valid and ready:
                 nbytes = beat.nbytes
                 current += int(beat.data).to_bytes(4 * cfg.lanes, "little")[:nbytes]
@@ -195,7 +196,7 @@ def edge_items(cfg):
     return cases
 
 
-@pytest.mark.parametrize("lanes,requant_bits", [(1, 32), (4, 16)])
+@pytest.mark.parametrize("lanes,requant_bits", [(1, 32), (4, 16), (1, 16)])
 def test_edge_values_match_numerics(lanes, requant_bits):
     cfg = make_config(4, lanes, requant_bits)
     rng = np.random.default_rng(7)
@@ -239,21 +240,91 @@ def test_full_rate_without_back_pressure():
     assert cycles <= beats + LATENCY + cfg.param_rows + 2
 
 
-def test_split_multiplier_rate_for_one_lane_and_16_bit_m():
-    """One lane with a 16-bit M (the icebreaker shape) makes each product from two
-    16 x 16-bit halves on one multiplier: a beat every two cycles, still bit-exact."""
+def test_serial_engine_rate_for_one_lane_and_16_bit_m():
+    """One lane with a 16-bit M (the icebreaker shape) requantizes each element with the
+    shift-and-add engine: ``serial_cycles(s)`` cycles per element, still bit-exact."""
     cfg = make_config(4, 1, 16)
     dut = PostProcessor(config=cfg)
-    assert (dut.beat_cycles, dut.latency) == (2, 6)
+    assert (dut.beat_cycles, dut.latency) == PostProcessor.serial_cycles(46) == (50, 49)
     rng = np.random.default_rng(6)
     params = random_params(rng, cfg)
-    items = [(row, {**s, "length": cfg.cols}) for row, s in random_rows(rng, cfg, 40)]
-    got, cycles = run_postproc(cfg, items, params, in_gaps=0.0, out_stalls=0.0)
-    check_rows([expected_bytes(cfg, r, s, params) for r, s in items], got)
-    beats = len(items) * cfg.cols
-    print(f"postproc lanes=1, 16-bit M: {beats} beats in {cycles} cycles "
-          f"(pipeline latency {dut.latency})")
-    assert cycles <= 2 * beats + dut.latency + cfg.param_rows + 2
+    for shift in (15, 24, 0, 63):
+        items = [(row, {**s, "length": cfg.cols, "out_type": OutType.INT8,
+                        "per_channel": 0, "shift": shift})
+                 for row, s in random_rows(rng, cfg, 10)]
+        got, cycles = run_postproc(cfg, items, params, in_gaps=0.0, out_stalls=0.0)
+        check_rows([expected_bytes(cfg, r, s, params) for r, s in items], got)
+        beats = len(items) * cfg.cols
+        beat_cycles, latency = PostProcessor.serial_cycles(shift)
+        print(f"postproc lanes=1, 16-bit M, shift {shift}: {beats} beats in {cycles} "
+              f"cycles ({beat_cycles} per beat, latency {latency})")
+        assert cycles <= beats * beat_cycles + cfg.param_rows + 2
+
+
+def serial_edge_items(cfg):
+    """Corners of the serial engine: every shift 0..63 with the maximum M on the
+    extreme and saturating accumulators, both zero-point extremes, per tensor and per
+    channel (parameter rows 0 and 1 hold the maximum M and the shift 63)."""
+    mmax = (1 << (cfg.requant_bits - 1)) - 1
+    rows = ([INT32_MIN, INT32_MAX, -1, 1], [INT32_MIN + 1, -(1 << 16), (1 << 16) - 1, 0],
+            [-(1 << 30), 1 << 30, -12345678, 7654321])
+    base = {"out_type": OutType.INT8, "activation": Activation.NONE, "per_channel": 0,
+            "param_addr": 0, "multiplier": mmax, "shift": 0, "zero_point": 0,
+            "clamp_lo": -5, "clamp_hi": 5, "length": cfg.cols}
+    cases = []
+    for shift in range(64):
+        for row in rows:
+            for zp, mult in ((0, mmax), (INT32_MIN, mmax), (-3, 12345)):
+                cases.append((list(row[: cfg.cols]),
+                              {**base, "shift": shift, "zero_point": zp, "multiplier": mult,
+                               "out_type": shift % 2}))          # INT8 and UINT8
+    for act in Activation:
+        for row in rows:
+            cases.append((row[: cfg.cols], {**base, "per_channel": 1, "activation": act}))
+            cases.append((row[: cfg.cols], {**base, "per_channel": 1, "param_addr": 2,
+                                            "activation": act, "zero_point": -100}))
+    return cases
+
+
+def test_serial_engine_edge_values_match_numerics():
+    cfg = make_config(4, 1, 16)
+    rng = np.random.default_rng(8)
+    params = random_params(rng, cfg)
+    params[3, :] = [0, 15, 46, 47]                     # shifts of the rows-2 multipliers
+    items = serial_edge_items(cfg)
+    got, _ = run_postproc(cfg, items, params, seed=4, in_gaps=0.1, out_stalls=0.2)
+    expected = [expected_bytes(cfg, r, s, params) for r, s in items]
+    check_rows(expected, got)
+    # Both saturation directions and in-range values were exercised.
+    int8 = b"".join(e for e, (_, s) in zip(expected, items, strict=True)
+                    if s["out_type"] == OutType.INT8)
+    assert b"\x7f" in int8 and b"\x80" in int8 and len(set(int8)) > 30
+
+
+@pytest.mark.fpga
+def test_serial_engine_uses_no_hardware_multiplier(tmp_path):
+    """Synthesized for iCE40 with DSP inference on, the icebreaker post-processor has no
+    SB_MAC16; the cell counts are printed."""
+    import os
+    import re
+    import subprocess
+
+    from amaranth.back import rtlil
+
+    from systolic.config import preset
+
+    dut = PostProcessor(config=preset("icebreaker"))
+    (tmp_path / "pp.il").write_text(rtlil.convert(dut, name="pp", emit_src=False))
+    result = subprocess.run(
+        [os.environ["YOSYS"], "-q", "-p",
+         "read_rtlil pp.il; synth_ice40 -dsp -top pp; tee -o stat.txt stat"],
+        cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    cells = {name: int(n) for n, name in
+             re.findall(r"(\d+)\s+(SB_\w+)", (tmp_path / "stat.txt").read_text())}
+    print(f"icebreaker post-processor: {cells}")
+    assert cells.get("SB_LUT4", 0) > 0
+    assert cells.get("SB_MAC16", 0) == 0
 
 
 @settings(max_examples=200, deadline=None)
