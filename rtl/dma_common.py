@@ -1,6 +1,6 @@
 """Pieces shared by the DMA read and write engines: sizes and the AXI burst splitter."""
 
-from amaranth.hdl import Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -70,37 +70,52 @@ class BurstSplitter(wiring.Component):
         m = Module()
         B = self.bus_bytes
         lg = B.bit_length() - 1
-        page_beats = PAGE_BYTES // B
+        word_bits = 12 - lg                  # bus words within a 4 KiB page
+        addr_width = len(self.spans.p.addr)
 
+        # The current burst address as page number and word within the page: a burst
+        # never crosses the page, so only the word index is added to; the page steps by
+        # one when a burst ends exactly at the page end.
         active = Signal()
-        cur = Signal(len(self.spans.p.addr))
-        rem = Signal(self._beats_width)
+        page = Signal(addr_width - 12)
+        word = Signal(word_bits)
+        rem_m1 = Signal(self._beats_width)   # beats left minus one
         tag = Signal.like(self.spans.p.tag)
 
-        room = Signal(range(page_beats + 1))
-        m.d.comb += room.eq(page_beats - cur[lg:12])
-        cap = Signal(range(max(page_beats, MAX_BURST_BEATS) + 1))
-        m.d.comb += cap.eq(Mux(room < MAX_BURST_BEATS, room, MAX_BURST_BEATS))
-        n = Signal(range(MAX_BURST_BEATS + 1))
+        # Beats to the page end minus one is the complement of the word index.
+        room_m1 = ~word
+        cap_m1 = Signal(8)
+        if word_bits > 8:
+            m.d.comb += cap_m1.eq(Mux(room_m1[8:].any(), 0xFF, room_m1[:8]))
+        else:
+            m.d.comb += cap_m1.eq(room_m1)
         last = Signal()
+        len_ = Signal(8)
         m.d.comb += [
-            last.eq(rem <= cap),
-            n.eq(Mux(last, rem, cap)),
+            last.eq(rem_m1 <= cap_m1),
+            len_.eq(Mux(last, rem_m1, cap_m1)),
             self.bursts.valid.eq(active),
-            self.bursts.p.addr.eq(cur),
-            self.bursts.p.len.eq(n - 1),
+            self.bursts.p.addr.eq(Cat(Const(0, lg), word, page)),
+            self.bursts.p.len.eq(len_),
             self.bursts.p.tag.eq(tag),
             self.bursts.p.last.eq(last),
             self.spans.ready.eq(~active | (self.bursts.ready & last)),
         ]
         with m.If(self.bursts.valid & self.bursts.ready):
-            m.d.sync += [cur.eq(cur + (n << lg)), rem.eq(rem - n)]
+            next_word = Signal(word_bits + 1)
+            m.d.comb += next_word.eq(word + cap_m1 + 1)
+            m.d.sync += [
+                word.eq(next_word[:word_bits]),
+                page.eq(page + next_word[word_bits]),
+                rem_m1.eq(rem_m1 - cap_m1 - 1),
+            ]
             with m.If(last):
                 m.d.sync += active.eq(0)
         with m.If(self.spans.valid & self.spans.ready):
             m.d.sync += [
-                cur.eq(align_down(self.spans.p.addr, lg)),
-                rem.eq(self.spans.p.beats),
+                word.eq(self.spans.p.addr[lg:12]),
+                page.eq(self.spans.p.addr[12:]),
+                rem_m1.eq(self.spans.p.beats - 1),
                 tag.eq(self.spans.p.tag),
                 active.eq(self.spans.p.beats != 0),
             ]

@@ -29,7 +29,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import AXI4Signature, Burst
-from .dma_common import BurstSplitter, align_down, check_config, row_bytes
+from .dma_common import BurstSplitter, check_config, row_bytes
 
 __all__ = ["FetchCmd", "LoadCmd", "ReadEngine"]
 
@@ -64,15 +64,17 @@ class LoadCmd(data.Struct):
     pad_value: 8
 
 
-class _Desc(data.Struct):
-    fetch: 1
-    last: 1          # the command's final descriptor
-    n_rows: 16       # destination rows of this descriptor (fetch words), 0 acts as 1
-    beats: 9         # bus beats per row; 0: a pad row
-    base: signed(11) # row byte position of lane 0 of the row's first beat
-    lo: 9            # bytes [lo, hi) of the row take memory data
-    hi: 9
-    pad: 8
+def _desc_layout(width):
+    """A destination row (a fetch command: all its words) for the merger."""
+    return data.StructLayout({
+        "fetch": 1,
+        "last": 1,                  # the command's final descriptor
+        "mem": 1,                   # takes R beats (0: a pad row)
+        "base": signed(9),          # row byte position of lane 0 of the row's first beat
+        "lo": range(width + 1),     # bytes [lo, hi) of the row take memory data
+        "hi": range(width + 1),
+        "pad": 8,
+    })
 
 
 class ReadEngine(wiring.Component):
@@ -127,29 +129,35 @@ class ReadEngine(wiring.Component):
         B = self.config.axi_bytes
         lg = B.bit_length() - 1
         bus = self.bus
+        width = max(self.row_bytes, 16)
+        desc_layout = _desc_layout(width)
+        span_layout = data.StructLayout({"addr": 32 - lg, "beats": 16 + 4 - lg})
 
-        m.submodules.spans = spans = fifo.SyncFIFOBuffered(width=32 + 18, depth=4)
+        m.submodules.spans = spans = fifo.SyncFIFOBuffered(width=span_layout.size, depth=4)
         m.submodules.descs = descs = fifo.SyncFIFOBuffered(
-            width=_Desc.as_shape().size, depth=self.outstanding + 2)
-        m.submodules.split = split = BurstSplitter(bus_bytes=B, beats_width=18)
+            width=desc_layout.size, depth=self.outstanding + 2)
+        m.submodules.split = split = BurstSplitter(bus_bytes=B,
+                                                   beats_width=span_layout["beats"].width)
+        # One entry per burst in flight: whether it ends its span (a LOAD row or a fetch
+        # command). Its level is the count of bursts in flight.
+        m.submodules.flags = flags = fifo.SyncFIFO(width=1, depth=self.outstanding)
 
-        self._planner(m, B, lg, spans, descs)
+        self._planner(m, B, lg, width, desc_layout, span_layout, spans, descs)
 
         # -- address side ----------------------------------------------------------------
-        span_out = data.View(data.StructLayout({"addr": 32, "beats": 18}), spans.r_data)
+        span_out = data.View(span_layout, spans.r_data)
         m.d.comb += [
             split.spans.valid.eq(spans.r_rdy),
-            split.spans.p.addr.eq(span_out.addr),
+            split.spans.p.addr.eq(Cat(Const(0, lg), span_out.addr)),
             split.spans.p.beats.eq(span_out.beats),
             spans.r_en.eq(split.spans.ready),
         ]
-        inflight = Signal(range(self.outstanding + 1))
-        ar_go = bus.arvalid & bus.arready
-        r_end = bus.rvalid & bus.rready & bus.rlast
-        m.d.sync += inflight.eq(inflight + ar_go - r_end)
         m.d.comb += [
-            bus.arvalid.eq(split.bursts.valid & (inflight < self.outstanding)),
-            split.bursts.ready.eq(bus.arready & (inflight < self.outstanding)),
+            bus.arvalid.eq(split.bursts.valid & flags.w_rdy),
+            split.bursts.ready.eq(bus.arready & flags.w_rdy),
+            flags.w_en.eq(bus.arvalid & bus.arready),
+            flags.w_data.eq(split.bursts.p.last),
+            flags.r_en.eq(bus.rvalid & bus.rready & bus.rlast),
             bus.araddr.eq(split.bursts.p.addr),
             bus.arlen.eq(split.bursts.p.len),
             bus.arsize.eq(lg),
@@ -159,68 +167,77 @@ class ReadEngine(wiring.Component):
             bus.bready.eq(1),
         ]
 
-        self._merger(m, B, descs)
+        self._merger(m, B, lg, width, desc_layout, descs, flags.r_data)
         return m
 
-    def _planner(self, m, B, lg, spans, descs):
+    def _planner(self, m, B, lg, width, desc_layout, span_layout, spans, descs):
         """Walks the active command, one destination row per cycle."""
         active = Signal()
         is_fetch = Signal()
-        cmd = Signal(LoadCmd)
-        count = Signal(16)
-        row = Signal(13)
         addr = Signal(32)
+        count = Signal(16)      # fetch words (0 acts as 1)
+        stride = Signal(24)
+        nbytes = Signal(9)      # memory bytes per row
+        dst = Signal(8)         # row byte of the first memory byte
+        lo = Signal(range(width + 1))
+        hi = Signal(range(width + 1))
+        pad = Signal(8)
+        rows_left = Signal(13)  # destination rows left, this one included (0 acts as 1)
+        top_left = Signal(4)    # top pad rows left
+        mem_left = Signal(13)   # memory rows left
 
         fc, lc = self.fetch_cmd, self.load_cmd
         m.d.comb += [
             fc.ready.eq(~active),
             lc.ready.eq(~active & ~fc.valid),
         ]
+
+        # Per-command values, worked out as the command is taken.
+        wide = lc.p.elem_bytes == 4
+        c_nbytes = Mux(wide, lc.p.length << 2, lc.p.length)
+        c_dst = Mux(wide, lc.p.pad_left << 2, lc.p.pad_left)
+        c_lim = Signal(9)
+        m.d.comb += c_lim.eq(Mux(wide, lc.p.row_elems << 2, lc.p.row_elems))
+        c_end = Signal(10)
+        m.d.comb += c_end.eq(c_dst + c_nbytes)
+        c_mem = Signal(signed(14))
+        m.d.comb += c_mem.eq(lc.p.n_rows - (lc.p.pad_top + lc.p.pad_bottom))
+
+        def clip(value):
+            limit = Mux(c_lim < width, c_lim, width)
+            return Mux(value < limit, value, limit)
+
         with m.If(fc.valid & fc.ready):
             m.d.sync += [active.eq(1), is_fetch.eq(1), addr.eq(fc.p.addr),
                          count.eq(Mux(fc.p.count == 0, 1, fc.p.count))]
         with m.Elif(lc.valid & lc.ready):
-            m.d.sync += [active.eq(1), is_fetch.eq(0), cmd.eq(lc.p), row.eq(0),
-                         addr.eq(lc.p.dram_addr)]
+            m.d.sync += [
+                active.eq(1), is_fetch.eq(0), addr.eq(lc.p.dram_addr),
+                stride.eq(lc.p.stride), nbytes.eq(c_nbytes), dst.eq(c_dst),
+                lo.eq(clip(c_dst)), hi.eq(clip(c_end)), pad.eq(Mux(wide, 0, lc.p.pad_value)),
+                rows_left.eq(lc.p.n_rows), top_left.eq(lc.p.pad_top),
+                mem_left.eq(Mux(c_mem[-1] | (lc.p.length == 0), 0, c_mem)),
+            ]
 
-        wide = cmd.elem_bytes == 4
-        nbytes = Signal(9)
-        dst = Signal(8)
-        lim = Signal(9)
-        m.d.comb += [
-            nbytes.eq(Mux(wide, cmd.length << 2, cmd.length)),
-            dst.eq(Mux(wide, cmd.pad_left << 2, cmd.pad_left)),
-            lim.eq(Mux(wide, cmd.row_elems << 2, cmd.row_elems)),
-        ]
         off = addr[:lg]
-        end = Signal(10)
-        m.d.comb += end.eq(dst + nbytes)
-        mem_end = Signal(signed(14))
-        m.d.comb += mem_end.eq(cmd.n_rows - cmd.pad_bottom)
-        is_mem = Signal()
-        m.d.comb += is_mem.eq((row >= cmd.pad_top) & (row < mem_end) & (nbytes != 0))
-        last_row = Signal()
-        m.d.comb += last_row.eq(row + 1 >= cmd.n_rows)
+        is_top = top_left != 0
+        is_mem = ~is_top & (mem_left != 0)
+        last_row = rows_left[1:] == 0
 
-        desc = Signal(_Desc)
-        span = Signal(data.StructLayout({"addr": 32, "beats": 18}))
+        desc = Signal(desc_layout)
+        span = Signal(span_layout)
+        m.d.comb += span.addr.eq(addr[lg:])
         with m.If(is_fetch):
             m.d.comb += [
-                desc.fetch.eq(1), desc.last.eq(1), desc.n_rows.eq(count),
-                desc.beats.eq(16 // B), desc.base.eq(0), desc.lo.eq(0), desc.hi.eq(16),
-                desc.pad.eq(0),
-                span.addr.eq(addr), span.beats.eq(count * (16 // B)),
+                desc.fetch.eq(1), desc.last.eq(1), desc.mem.eq(1),
+                desc.base.eq(0), desc.lo.eq(0), desc.hi.eq(16), desc.pad.eq(0),
+                span.beats.eq(count << (4 - lg)),
             ]
         with m.Else():
             m.d.comb += [
-                desc.fetch.eq(0), desc.last.eq(last_row), desc.n_rows.eq(1),
-                desc.beats.eq(Mux(is_mem, (off + nbytes + B - 1) >> lg, 0)),
-                desc.base.eq(dst - off),
-                desc.lo.eq(Mux(dst < lim, dst, lim)),
-                desc.hi.eq(Mux(end < lim, end, lim)),
-                desc.pad.eq(Mux(wide, 0, cmd.pad_value)),
-                span.addr.eq(align_down(addr, lg)),
-                span.beats.eq(desc.beats),
+                desc.fetch.eq(0), desc.last.eq(last_row), desc.mem.eq(is_mem),
+                desc.base.eq(dst - off), desc.lo.eq(lo), desc.hi.eq(hi), desc.pad.eq(pad),
+                span.beats.eq((off + nbytes + B - 1) >> lg),
             ]
         reads = is_fetch | is_mem
         go = Signal()
@@ -232,17 +249,23 @@ class ReadEngine(wiring.Component):
             spans.w_data.eq(span.as_value()),
         ]
         with m.If(go):
-            m.d.sync += row.eq(row + 1)
-            with m.If(~is_fetch & is_mem):
-                m.d.sync += addr.eq(addr + cmd.stride)
+            m.d.sync += rows_left.eq(rows_left - 1)
+            with m.If(is_top):
+                m.d.sync += top_left.eq(top_left - 1)
+            with m.Elif(is_mem):
+                m.d.sync += [mem_left.eq(mem_left - 1), addr.eq(addr + stride)]
             with m.If(is_fetch | last_row):
                 m.d.sync += active.eq(0)
 
-    def _merger(self, m, B, descs):
-        """Places R beats into the row register and hands rows to their stream."""
+    def _merger(self, m, B, lg, width, desc_layout, descs, span_end):
+        """Places R beats into the row register and hands rows to their stream.
+
+        ``span_end`` tells whether the R burst arriving ends its span (a LOAD row or a
+        fetch command).
+        """
         bus = self.bus
-        width = max(self.row_bytes, 16)
-        d = data.View(_Desc, descs.r_data)
+        d = data.View(desc_layout, descs.r_data)
+        chunks = width // B
 
         buf = Signal(8 * width)
         out_valid = Signal()
@@ -254,8 +277,10 @@ class ReadEngine(wiring.Component):
         done_error = Signal()
         cmd_err = Signal()
         word_err = Signal()
-        beat = Signal(9)
-        row = Signal(16)
+        first = Signal(init=1)   # the next beat is the first of a row or fetch word
+        # One-hot bus-word position of the current beat in the row: bit i is row chunk
+        # i - 1 (the first beat may start one chunk before the row).
+        win = Signal(chunks + 1)
 
         fw, lr, ld = self.fetch_words, self.load_rows, self.load_done
         # A LOAD's final row waits while the previous LOAD's result is still unread.
@@ -282,44 +307,56 @@ class ReadEngine(wiring.Component):
         free = Signal()
         m.d.comb += free.eq(~out_valid | (out_ok & out_ready))
 
-        # The realigner: lane t of the beat goes to row byte pos + t; rotate the beat so
-        # that row byte j finds its data in lane j % B.
-        pos = Signal(signed(12))
-        m.d.comb += pos.eq(d.base + (beat << (B.bit_length() - 1)))
-        rot_by = Signal(range(B + 1))
-        m.d.comb += rot_by.eq(B - d.base.as_unsigned()[:B.bit_length() - 1])
+        # The realigner: lane t of a beat goes to row byte base + beat * B + t. Rotate
+        # the beat by base % B so that row byte j finds its data in lane j % B; a chunk
+        # of the row takes its high lanes (t >= base % B) from the beat at its position
+        # and its low lanes from the beat one position earlier.
+        shift = d.base.as_unsigned()[:lg]
+        rot_by = Signal(lg)
+        m.d.comb += rot_by.eq(-shift)
         rot = Signal(8 * B)
         m.d.comb += rot.eq((Cat(bus.rdata, bus.rdata) >> (rot_by << 3))[:8 * B])
-        start = beat == 0
+        start_chunk = d.base >> lg
+        cur = Signal(chunks + 1)
+        m.d.comb += cur.eq(Mux(first, Cat(start_chunk == i - 1 for i in range(chunks + 1)),
+                               win))
+        ones = Const((1 << width) - 1, width)
+        span = Signal(width)     # row bytes in [lo, hi)
+        m.d.comb += span.eq((ones << d.lo)[:width] & ~(ones << d.hi)[:width])
+        high = Signal(B)         # lanes t >= base % B
+        m.d.comb += high.eq(Const((1 << B) - 1, B) << shift)
         merged = Signal(8 * width)
         for j in range(width):
-            take = (pos <= j) & (j < pos + B) & (d.lo <= j) & (j < d.hi)
-            keep = Mux(start, d.pad, buf[8 * j:8 * j + 8])
-            m.d.comb += merged[8 * j:8 * j + 8].eq(
-                Mux(take, rot[8 * (j % B):8 * (j % B) + 8], keep))
+            c, t = divmod(j, B)
+            in_beat = Mux(high[t], cur[c + 1], cur[c])
+            take = in_beat & span[j]
+            keep = Mux(first, d.pad, buf[8 * j:8 * j + 8])
+            m.d.comb += merged[8 * j:8 * j + 8].eq(Mux(take, rot[8 * t:8 * t + 8], keep))
 
-        row_last = row + 1 >= d.n_rows
         beat_err = bus.rresp[1]
+        burst_end = bus.rlast & span_end
+        word_end = Mux(d.fetch, cur[16 // B], burst_end)
         finish = Signal()
         err_now = Signal()
         with m.If(free & descs.r_rdy):
-            with m.If(d.beats == 0):
+            with m.If(~d.mem):
                 m.d.comb += [finish.eq(1), err_now.eq(0)]
                 m.d.sync += buf.eq(Const(0, 8 * width) | d.pad.replicate(width))
             with m.Else():
                 m.d.comb += bus.rready.eq(1)
                 with m.If(bus.rvalid):
                     m.d.comb += err_now.eq(beat_err)
-                    m.d.sync += [buf.eq(merged), beat.eq(beat + 1)]
-                    with m.If(beat + 1 == d.beats):
+                    m.d.sync += [buf.eq(merged), first.eq(0), win.eq(cur << 1)]
+                    with m.If(word_end):
                         m.d.comb += finish.eq(1)
                     with m.Else():
                         m.d.sync += [word_err.eq(word_err | beat_err),
                                      cmd_err.eq(cmd_err | beat_err)]
         with m.If(finish):
+            row_last = ~d.fetch | burst_end
             cmd_end = d.last & row_last
             m.d.sync += [
-                beat.eq(0),
+                first.eq(1),
                 out_valid.eq(1),
                 out_fetch.eq(d.fetch),
                 out_last.eq(cmd_end),
@@ -330,7 +367,4 @@ class ReadEngine(wiring.Component):
                 cmd_err.eq(Mux(cmd_end, 0, cmd_err | err_now)),
             ]
             with m.If(row_last):
-                m.d.sync += row.eq(0)
                 m.d.comb += descs.r_en.eq(1)
-            with m.Else():
-                m.d.sync += row.eq(row + 1)
