@@ -348,7 +348,8 @@ class PostProcessor(wiring.Component):
         # Q holds the product's low bits (each step shifts one in at the top); then
         # `c` = s - mbits further steps shift right (c > 0) or left (c < 0) through
         # Q, so R = floor(acc * M / 2**s) and Q's top bit is the product's bit s - 1,
-        # the rounding bit. The last step adds the zero point and the rounding bit.
+        # the rounding bit. The adder makes every step: R + X (multiply), R + R + rnd
+        # (left), R + zp + rnd (the last step: zero point and rounding bit).
         # R stays exact while |y| < 2**32; beyond, `sat` records that the result lies
         # outside every byte range, on the side of `neg`.
         r = Signal(signed(34))
@@ -363,9 +364,10 @@ class PostProcessor(wiring.Component):
         rnd = q[-1]
         mul = mcnt != 0
         finish = ~mul & (c == 0)
+        left = ~mul & (c < 0)
         m.d.comb += [
-            x.eq(Mux(mul, Mux(q[0], acc, 0), Mux(finish, st.zero_point, 0))),
-            total.eq(r + x + (finish & rnd)),
+            x.eq(Mux(mul, Mux(q[0], acc, 0), Mux(finish, st.zero_point, Mux(left, r, 0)))),
+            total.eq(r + x + ((finish | left) & rnd)),
         ]
 
         shift = Mux(st.per_channel, word[:6], st.shift)
@@ -393,8 +395,8 @@ class PostProcessor(wiring.Component):
                         m.d.sync += mcnt.eq(mcnt - 1)
                     with m.Else():
                         m.d.sync += c.eq(c - 1)
-                with m.Elif(c < 0):
-                    m.d.sync += [r.eq(Cat(rnd, r[:-1])), q.eq(Cat(0, q[:-1])), c.eq(c + 1)]
+                with m.Elif(left):
+                    m.d.sync += [r.eq(total), q.eq(Cat(0, q[:-1])), c.eq(c + 1)]   # 2R + rnd
                     with m.If(~sat & (r[32] != r[31])):
                         m.d.sync += [sat.eq(1), neg.eq(r[33])]
                 with m.Else():
