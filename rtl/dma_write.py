@@ -18,7 +18,7 @@ Latency and throughput: one W beat per cycle while rows come in; the first AW le
 (the last write has landed); a new command is taken after ``done``'s handshake.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -79,9 +79,13 @@ class WriteEngine(wiring.Component):
         W = self.row_bytes
         bus = self.bus
 
-        tag = data.StructLayout({"off": max(lg, 1), "nbytes": 9, "last_row": 1})
-        m.submodules.split = split = BurstSplitter(bus_bytes=B, beats_width=10, tag_shape=tag)
-        entry = data.StructLayout({"len": 8, "tag": tag, "row_end": 1})
+        # A row of at most W bytes starting at any lane spans at most max_beats beats.
+        max_beats = (B - 1 + W + B - 1) >> lg
+        tag = data.StructLayout({"off": lg, "end_lane": lg, "last_row": 1})
+        m.submodules.split = split = BurstSplitter(
+            bus_bytes=B, beats_width=max_beats.bit_length(), tag_shape=tag)
+        entry = data.StructLayout({"len": max(max_beats - 1, 1).bit_length(), "tag": tag,
+                                   "row_end": 1})
         m.submodules.bursts = bursts = fifo.SyncFIFOBuffered(
             width=entry.size, depth=4)
 
@@ -90,25 +94,27 @@ class WriteEngine(wiring.Component):
         planning = Signal()
         addr = Signal(32)
         stride = Signal(24)
-        rows_left = Signal(13)
-        nbytes = Signal(9)
+        rows_left = Signal(13)          # this row included; 0 acts as 1
+        nbytes_m1 = Signal(range(W))    # bytes per row minus one
         cmd = self.store_cmd
         m.d.comb += cmd.ready.eq(~busy)
         with m.If(cmd.valid & cmd.ready):
             rb = cmd.p.row_bytes
-            rb = Mux(rb == 0, 1, Mux(rb > W, W, rb))
             m.d.sync += [
                 busy.eq(1), planning.eq(1), addr.eq(cmd.p.dram_addr), stride.eq(cmd.p.stride),
-                rows_left.eq(Mux(cmd.p.n_rows == 0, 1, cmd.p.n_rows)), nbytes.eq(rb),
+                rows_left.eq(cmd.p.n_rows),
+                nbytes_m1.eq(Mux(rb == 0, 0, Mux(rb > W, W - 1, rb - 1))),
             ]
         off = addr[:lg]
-        last_row = rows_left == 1
+        span_end = Signal(range(B + W))  # lane offset of the row's last byte from beat 0
+        m.d.comb += span_end.eq(off + nbytes_m1)
+        last_row = rows_left[1:] == 0
         m.d.comb += [
             split.spans.valid.eq(planning),
             split.spans.p.addr.eq(addr),
-            split.spans.p.beats.eq((off + nbytes + B - 1) >> lg),
+            split.spans.p.beats.eq((span_end >> lg) + 1),
             split.spans.p.tag.off.eq(off),
-            split.spans.p.tag.nbytes.eq(nbytes),
+            split.spans.p.tag.end_lane.eq(span_end[:lg]),
             split.spans.p.tag.last_row.eq(last_row),
         ]
         with m.If(split.spans.valid & split.spans.ready):
@@ -118,7 +124,7 @@ class WriteEngine(wiring.Component):
 
         # -- AW ----------------------------------------------------------------------------
         pending = Signal(range(_MAX_PENDING_WRITES + 1))
-        can_aw = bursts.w_rdy & (pending < _MAX_PENDING_WRITES)
+        can_aw = bursts.w_rdy & (pending != _MAX_PENDING_WRITES)
         w_entry = Signal(entry)
         m.d.comb += [
             bus.awvalid.eq(split.bursts.valid & can_aw),
@@ -137,32 +143,46 @@ class WriteEngine(wiring.Component):
         ]
 
         # -- W -----------------------------------------------------------------------------
+        # Lane t of the row's beat k carries row byte k * B + t - off: for t >= off byte
+        # t - off of row chunk k, else byte B + t - off of chunk k - 1. The chunk is
+        # rotated by off lanes; the low lanes come from the previous beat's rotated chunk.
         e = data.View(entry, bursts.r_data)
-        n = Signal(8)         # beat in the burst
-        k = Signal(10)        # beat in the row
+        n = Signal(len(e.len))          # beat in the burst
+        k = Signal(range(max_beats))    # beat in the row
         rows = self.store_rows
-        # ext holds B zero bytes, the row, then zeros up to a whole number of chunks plus
-        # one: the window of beat k starts at ext byte (k + 1) * B - off.
-        chunks = -(-(W + B) // B) + 1
-        ext = Cat(Const(0, 8 * B), rows.p.data, Const(0, 8 * (chunks * B - W - B)))
-        pair = Signal(16 * B)
-        m.d.comb += pair.eq(Cat(ext.word_select(k, 8 * B), ext.word_select(k + 1, 8 * B)))
-        shift = Signal(range(B + 1))
-        m.d.comb += shift.eq(B - e.tag.off)
-        m.d.comb += bus.wdata.eq((pair >> (shift << 3))[:8 * B])
-        first = Signal(signed(12))
-        m.d.comb += first.eq((k << lg) - e.tag.off)
-        for lane in range(B):
-            p = first + lane
-            m.d.comb += bus.wstrb[lane].eq((p >= 0) & (p < e.tag.nbytes))
+        chunks = -(-W // B)
+        sel_bits = (chunks - 1).bit_length()
+        ext = Cat(rows.p.data, Const(0, 8 * ((1 << sel_bits) * B - W)))
+        chunk = Signal(8 * B)
+        m.d.comb += chunk.eq(ext.word_select(k[:sel_bits], 8 * B) if sel_bits else ext)
+        rot_by = Signal(lg)
+        m.d.comb += rot_by.eq(-e.tag.off)
+        rot = Signal(8 * B)
+        m.d.comb += rot.eq((Cat(chunk, chunk) >> (rot_by << 3))[:8 * B])
+        prev = Signal(8 * B)
+        ones = Const((1 << B) - 1, B)
+        high = Signal(B)                # lanes t >= off
+        upto_end = Signal(B)            # lanes t <= end_lane
+        m.d.comb += [
+            high.eq(ones << e.tag.off),
+            upto_end.eq(~((ones << 1) << e.tag.end_lane)[:B]),
+        ]
         wlast = n == e.len
+        row_first = k == 0
+        row_last = wlast & e.row_end
+        for lane in range(B):
+            byte = slice(8 * lane, 8 * lane + 8)
+            m.d.comb += [
+                bus.wdata[byte].eq(Mux(high[lane], rot[byte], prev[byte])),
+                bus.wstrb[lane].eq((~row_first | high[lane]) & (~row_last | upto_end[lane])),
+            ]
         m.d.comb += [
             bus.wvalid.eq(bursts.r_rdy & rows.valid),
             bus.wlast.eq(wlast),
         ]
         w_all_sent = Signal()
         with m.If(bus.wvalid & bus.wready):
-            m.d.sync += [n.eq(n + 1), k.eq(k + 1)]
+            m.d.sync += [n.eq(n + 1), k.eq(k + 1), prev.eq(rot)]
             with m.If(wlast):
                 m.d.comb += bursts.r_en.eq(1)
                 m.d.sync += n.eq(0)
