@@ -92,7 +92,7 @@ class BurstSplitter(wiring.Component):
         last = Signal()
         len_ = Signal(8)
         m.d.comb += [
-            last.eq(rem_m1 <= cap_m1),
+            last.eq((rem_m1[8:] == 0) & (rem_m1[:8] <= cap_m1)),
             len_.eq(Mux(last, rem_m1, cap_m1)),
             self.bursts.valid.eq(active),
             self.bursts.p.addr.eq(Cat(Const(0, lg), word, page)),

@@ -133,7 +133,7 @@ class ReadEngine(wiring.Component):
         desc_layout = _desc_layout(width)
         span_layout = data.StructLayout({"addr": 32 - lg, "beats": 16 + 4 - lg})
 
-        m.submodules.spans = spans = fifo.SyncFIFOBuffered(width=span_layout.size, depth=4)
+        m.submodules.spans = spans = fifo.SyncFIFOBuffered(width=span_layout.size, depth=3)
         m.submodules.descs = descs = fifo.SyncFIFOBuffered(
             width=desc_layout.size, depth=self.outstanding + 2)
         m.submodules.split = split = BurstSplitter(bus_bytes=B,
@@ -203,9 +203,13 @@ class ReadEngine(wiring.Component):
         c_mem = Signal(signed(14))
         m.d.comb += c_mem.eq(lc.p.n_rows - (lc.p.pad_top + lc.p.pad_bottom))
 
-        def clip(value):
-            limit = Mux(c_lim < width, c_lim, width)
-            return Mux(value < limit, value, limit)
+        def at_most_width(value):
+            if width & (width - 1) == 0:    # a power of two: look at the high bits
+                return Mux(value[width.bit_length() - 1:].any(), width, value)
+            return Mux(value < width, value, width)
+
+        # Bytes from lim on are pads: [lo, hi) is empty when dst >= lim.
+        c_hi = Mux(c_end < c_lim, c_end, c_lim)
 
         with m.If(fc.valid & fc.ready):
             m.d.sync += [active.eq(1), is_fetch.eq(1), addr.eq(fc.p.addr),
@@ -214,7 +218,8 @@ class ReadEngine(wiring.Component):
             m.d.sync += [
                 active.eq(1), is_fetch.eq(0), addr.eq(lc.p.dram_addr),
                 stride.eq(lc.p.stride), nbytes.eq(c_nbytes), dst.eq(c_dst),
-                lo.eq(clip(c_dst)), hi.eq(clip(c_end)), pad.eq(Mux(wide, 0, lc.p.pad_value)),
+                lo.eq(at_most_width(c_dst)), hi.eq(at_most_width(c_hi)),
+                pad.eq(Mux(wide, 0, lc.p.pad_value)),
                 rows_left.eq(lc.p.n_rows), top_left.eq(lc.p.pad_top),
                 mem_left.eq(Mux(c_mem[-1] | (lc.p.length == 0), 0, c_mem)),
             ]
@@ -325,13 +330,15 @@ class ReadEngine(wiring.Component):
         m.d.comb += span.eq((ones << d.lo)[:width] & ~(ones << d.hi)[:width])
         high = Signal(B)         # lanes t >= base % B
         m.d.comb += high.eq(Const((1 << B) - 1, B) << shift)
-        merged = Signal(8 * width)
+        # A row byte is written when a beat brings its data or, on a row's first beat (or
+        # a pad row), with the pad value; otherwise it keeps its value.
+        step = Signal()          # a beat is taken or a pad row completes
+        m.d.comb += step.eq(free & descs.r_rdy & (~d.mem | bus.rvalid))
         for j in range(width):
             c, t = divmod(j, B)
-            in_beat = Mux(high[t], cur[c + 1], cur[c])
-            take = in_beat & span[j]
-            keep = Mux(first, d.pad, buf[8 * j:8 * j + 8])
-            m.d.comb += merged[8 * j:8 * j + 8].eq(Mux(take, rot[8 * t:8 * t + 8], keep))
+            take = Mux(high[t], cur[c + 1], cur[c]) & span[j] & d.mem
+            with m.If(step & (take | first)):
+                m.d.sync += buf[8 * j:8 * j + 8].eq(Mux(take, rot[8 * t:8 * t + 8], d.pad))
 
         beat_err = bus.rresp[1]
         burst_end = bus.rlast & span_end
@@ -341,12 +348,11 @@ class ReadEngine(wiring.Component):
         with m.If(free & descs.r_rdy):
             with m.If(~d.mem):
                 m.d.comb += [finish.eq(1), err_now.eq(0)]
-                m.d.sync += buf.eq(Const(0, 8 * width) | d.pad.replicate(width))
             with m.Else():
                 m.d.comb += bus.rready.eq(1)
                 with m.If(bus.rvalid):
                     m.d.comb += err_now.eq(beat_err)
-                    m.d.sync += [buf.eq(merged), first.eq(0), win.eq(cur << 1)]
+                    m.d.sync += [first.eq(0), win.eq(cur << 1)]
                     with m.If(word_end):
                         m.d.comb += finish.eq(1)
                     with m.Else():
