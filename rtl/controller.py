@@ -1,13 +1,14 @@
 """Controller: instruction fetch, in-order decode with decode-side token accounting,
 dispatch into the three decoupled queues, execution-side token counters and errors."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from systolic.isa import CONFIG_QUEUE, INSTR_BYTES, MAX_TOKENS, ErrorCode, Opcode, Queue
 
-from .decoder import CHANNEL_ORDER, UOP_OPS, Decoder, uop_layout
+from .decoder import CHANNEL_ORDER, UOP_OPS, Decoder, body_owners, uop_layout
 from .dma_read import FetchCmd
 from .scratchpad import check_config
 
@@ -15,6 +16,7 @@ __all__ = ["Controller", "FETCH_BUFFER", "FETCH_CHUNK", "TAG_BITS"]
 
 FETCH_BUFFER = 8   # instruction words buffered between fetch and decode
 FETCH_CHUNK = 4    # words per fetch command
+WORD_KEPT = 116    # instruction bits the buffer keeps: no layout reaches past them
 TAG_BITS = 8       # low bits of the instruction index kept with a LOAD/STORE-queue entry
 
 # channel -> (producer queue, push flag), (consumer queue, pop flag)
@@ -80,6 +82,73 @@ def stored_bits(config, queue):
             limit = limits.get((op, name))
             take(body + field.offset, field.width, None if limit is None else _bits(limit))
     return sorted(keep)
+
+
+class _Fifo(Elaboratable):
+    """First-word-fall-through FIFO with the timing of ``amaranth.lib.fifo.SyncFIFOBuffered``
+    (``depth - 1`` entries behind a registered head; ``w_rdy`` while those are not all
+    used; a word written into an empty FIFO is at the head two cycles later).
+
+    With ``memory`` the entries are a memory whose read/write collisions need no care (a
+    full FIFO is not written, an empty one not read), so an FPGA block RAM holds them
+    without bypass logic. Otherwise they are flip-flops, and ``clear`` lists
+    ``(bit positions, keep)`` pairs: a written entry takes zeros in those bits unless
+    ``keep`` is high, which the flip-flops' synchronous reset does without a gate per bit.
+    """
+
+    def __init__(self, width, depth, *, memory=False, clear=()):
+        if not isinstance(depth, int) or depth < 2:
+            raise ValueError(f"FIFO depth must be an integer of at least 2, not {depth!r}")
+        self.width, self.depth, self.memory, self.clear = width, depth, memory, clear
+        self.w_data = Signal(width)
+        self.w_en = Signal()
+        self.w_rdy = Signal()
+        self.r_data = Signal(width, reset_less=True)
+        self.r_en = Signal()
+        self.r_rdy = Signal()
+        self.level = Signal(range(depth + 1))
+
+    def elaborate(self, platform):
+        m = Module()
+        inner = self.depth - 1
+        inner_level = Signal(range(inner + 1))
+        produce = Signal(range(inner))
+        consume = Signal(range(inner))
+        do_write = self.w_en & self.w_rdy
+        do_read = (inner_level != 0) & (~self.r_rdy | self.r_en)
+        m.d.comb += [self.w_rdy.eq(inner_level != inner),
+                     self.level.eq(inner_level + self.r_rdy)]
+        if self.memory:
+            m.submodules.storage = mem = Memory(shape=self.width, depth=inner, init=[],
+                                                attrs={"no_rw_check": 1})
+            wp = mem.write_port()
+            rp = mem.read_port(domain="sync")
+            m.d.comb += [wp.addr.eq(produce), wp.data.eq(self.w_data), wp.en.eq(do_write),
+                         rp.addr.eq(consume), rp.en.eq(do_read), self.r_data.eq(rp.data)]
+        else:
+            entries = [Signal(self.width, name=f"entry{i}", reset_less=True)
+                       for i in range(inner)]
+            for i, entry in enumerate(entries):
+                with m.If(do_write & (produce == i)):
+                    m.d.sync += entry.eq(self.w_data)
+                    for positions, keep in self.clear:
+                        with m.If(~keep):
+                            m.d.sync += [entry[p].eq(0) for p in positions]
+            with m.If(do_read):
+                m.d.sync += self.r_data.eq(Array(entries)[consume])
+        with m.If(do_write):
+            m.d.sync += produce.eq(Mux(produce == inner - 1, 0, produce + 1))
+        with m.If(do_read):
+            m.d.sync += consume.eq(Mux(consume == inner - 1, 0, consume + 1))
+        with m.If(do_write & ~do_read):
+            m.d.sync += inner_level.eq(inner_level + 1)
+        with m.If(do_read & ~do_write):
+            m.d.sync += inner_level.eq(inner_level - 1)
+        with m.If(do_read):
+            m.d.sync += self.r_rdy.eq(1)
+        with m.Elif(self.r_en):
+            m.d.sync += self.r_rdy.eq(0)
+        return m
 
 
 class Controller(wiring.Component):
@@ -150,9 +219,23 @@ class Controller(wiring.Component):
         fifos = {}
         stored = {q: stored_bits(c, q) for q in QUEUES}
         heads = {}      # each queue's head as a whole micro-op, dropped bits zero
+        code = Signal(4)                 # opcode of the word being decoded
         for q in QUEUES:
             tag = TAG_BITS if q in TAGGED else 0
-            f = fifo.SyncFIFOBuffered(width=len(stored[q]) + tag, depth=depths[q])
+            # body bits outside the dispatched opcode's fields are cleared as stored
+            body = data.Layout.cast(uop_layout(q))["body"].offset
+            owners = body_owners(q, c.vector_unit)
+            groups = {}
+            for i, pos in enumerate(stored[q]):
+                if pos >= body:
+                    groups.setdefault(frozenset(owners[pos - body]), []).append(i)
+            clear = []
+            for ops, positions in groups.items():
+                keep = 0
+                for op in ops:
+                    keep = keep | (code == op.value)
+                clear.append((positions, keep))
+            f = _Fifo(len(stored[q]) + tag, depths[q], clear=clear)
             m.submodules[f"{q.name.lower()}_queue"] = f
             fifos[q] = f
         outs = {Queue.LOAD: self.load, Queue.EXEC: self.exec, Queue.STORE: self.store}
@@ -172,7 +255,10 @@ class Controller(wiring.Component):
                 m.d.sync += [err_valid.eq(1), err_code.eq(code), err_index.eq(index)]
 
         # -- fetch ----------------------------------------------------------------------------
-        m.submodules.ibuf = ibuf = fifo.SyncFIFOBuffered(width=129, depth=FETCH_BUFFER)
+        # A word keeps its first WORD_KEPT bits, with bit WORD_KEPT standing for the bits
+        # above (reserved in every layout, so only their OR matters to decode), and the
+        # fetch error: 118 bits, eight iCE40 block RAMs instead of nine.
+        m.submodules.ibuf = ibuf = _Fifo(WORD_KEPT + 2, FETCH_BUFFER, memory=True)
         fetch_index = Signal(32)      # next word to request
         in_flight = Signal(range(FETCH_BUFFER + 1))
         fetching = Signal()
@@ -195,7 +281,9 @@ class Controller(wiring.Component):
         m.d.comb += [
             self.fetch_words.ready.eq(1),           # room reserved when the command left
             ibuf.w_en.eq(word_in & running),
-            ibuf.w_data.eq(self.fetch_words.p.data | (self.fetch_words.p.error << 128)),
+            ibuf.w_data.eq(Cat(self.fetch_words.p.data[:WORD_KEPT],
+                               self.fetch_words.p.data[WORD_KEPT:] != 0,
+                               self.fetch_words.p.error)),
         ]
         with m.If(word_in & self.fetch_words.p.last):
             m.d.sync += fetching.eq(0)
@@ -207,10 +295,10 @@ class Controller(wiring.Component):
         index = Signal(32)           # index of the word at the head of ibuf
         dec_tokens = {ch: Signal(range(MAX_TOKENS + 1), name=f"dec_{ch}")
                       for ch in CHANNEL_ORDER}
-        m.d.comb += dec.word.eq(ibuf.r_data[:128])
+        m.d.comb += [dec.word.eq(ibuf.r_data[:WORD_KEPT + 1]), code.eq(ibuf.r_data[:4])]
         head = ibuf.r_rdy & running & ~stopping
         m.d.comb += [dec.valid.eq(head), dec.next.eq(ibuf.r_en)]
-        word_error = ibuf.r_data[128]
+        word_error = ibuf.r_data[WORD_KEPT + 1]
         pop_bad = 0
         push_bad = 0
         for i, ch in enumerate(CHANNEL_ORDER):

@@ -29,7 +29,8 @@ from systolic.numerics import SHIFT_MAX, OutType
 
 from .scratchpad import check_config
 
-__all__ = ["NO_QUEUE", "CHANNEL_ORDER", "UOP_OPS", "body_layout", "uop_layout", "Decoder"]
+__all__ = ["NO_QUEUE", "CHANNEL_ORDER", "UOP_OPS", "body_layout", "body_owners", "uop_layout",
+           "Decoder"]
 
 NO_QUEUE = 3                                # ``queue`` output of NOP, HALT and bad selectors
 CHANNEL_ORDER = ("L2E", "E2L", "E2S", "S2E")  # bit order of the ``pops``/``pushes`` masks
@@ -46,7 +47,10 @@ def body_layout(op):
 
 
 def _config_body():
-    return data.StructLayout({"reg": unsigned(4), "value": signed(32)})
+    # reg and value where the instruction holds them (body bits 0 and 8), so that a
+    # micro-op's body is the instruction's bits 8 and up
+    return data.FlexibleLayout(40, {"reg": data.Field(unsigned(4), 0),
+                                    "value": data.Field(signed(32), 8)})
 
 
 def uop_layout(queue):
@@ -59,6 +63,55 @@ def uop_layout(queue):
         "pop_prev": 1, "pop_next": 1, "push_prev": 1, "push_next": 1,
         "body": data.UnionLayout(bodies),
     })
+
+
+def _above(x, c, *, equal=False):
+    """``x > c`` (``x >= c`` with ``equal``) for an unsigned ``x`` and a constant ``c``,
+    as gates: a constant comparison needs no carry chain."""
+    result = Const(int(equal))
+    for i in range(len(x)):              # least significant bit first
+        result = (x[i] & result) if c >> i & 1 else (x[i] | result)
+    if c >= 1 << len(x):
+        return Const(0)
+    return result if c >= 0 else Const(1)
+
+
+def _within(x, lo, hi):
+    """``lo <= x <= hi`` for an unsigned ``x`` and constants ``lo``, ``hi``."""
+    return _above(x, lo, equal=True) & ~_above(x, hi)
+
+
+def _signed_within(x, lo, hi):
+    """``lo <= x <= hi`` for a signed ``x`` (its raw bits) and constants ``lo``, ``hi``."""
+    bias = 1 << (len(x) - 1)             # x + bias, unsigned, is x with its sign bit inverted
+    return _within(x ^ bias, lo + bias, hi + bias)
+
+
+def _sum_above(a, n, limit):
+    """``a + n > limit`` for unsigned ``a``, ``n`` and a constant ``limit > 0``: an operand
+    with a bit at or above ``limit``'s width exceeds it alone, so the adder is that wide."""
+    k = max(1, int(limit).bit_length())
+    high = 0
+    for v in (a, n):
+        if len(v) > k:
+            high = high | (v[k:] != 0)
+    return high | _above((a[:k] + n[:k])[:k + 1], limit)
+
+
+def body_owners(queue, vector_unit=True):
+    """``{body bit: opcodes whose micro-op fields cover it}`` for ``uop_layout(queue)``.
+
+    A dispatched micro-op has zeros in the body bits its opcode's fields do not cover.
+    """
+    owners = {}
+    ops = [op for op in UOP_OPS[queue] if op is not Opcode.VECTOR or vector_unit]
+    for op in ops:
+        for b in range(data.Layout.cast(body_layout(op)).size):
+            owners.setdefault(b, set()).add(op)
+    for _name, field in data.Layout.cast(_config_body()):
+        for b in range(field.offset, field.offset + field.width):
+            owners.setdefault(b, set()).add(Opcode.CONFIG)
+    return owners
 
 
 def _used_mask(op):
@@ -97,7 +150,10 @@ class Decoder(wiring.Component):
     pops, pushes : Out(4)
         Token channels the instruction pops and pushes, bits in :data:`CHANNEL_ORDER`.
     uop_load, uop_exec, uop_store : Out(uop_layout(queue))
-        The micro-op for each queue.
+        The micro-op for each queue: opcode, token flags, and as body the word's bits 8
+        and up. The fields of the word's opcode (CONFIG: ``reg``, ``value``) hold its
+        values; the bits of other opcodes' fields are the word's bits, not zero (the
+        controller's queues clear them, see :func:`body_owners`).
     """
 
     def __init__(self, *, config):
@@ -154,12 +210,17 @@ class Decoder(wiring.Component):
         m.d.comb += self.queue.eq(queue)
 
         # -- RESERVED_BITS -------------------------------------------------------------------
+        # Every layout packs its fields from bit 8 up, so an opcode's reserved bits are the
+        # bits above its layout: one OR per stretch between layout ends, shared by opcodes.
+        ends = sorted({_used_mask(op).bit_length() for op in Opcode} | {INSTR_BITS})
+        above = {INSTR_BITS: Const(0)}          # end -> any bit set at or above it
+        for lo, hi in reversed(list(zip(ends, ends[1:], strict=False))):
+            above[lo] = above[hi] | (self.word[lo:hi] != 0)
         reserved = Signal()
         with m.Switch(code):
             for op in Opcode:
                 with m.Case(op):
-                    mask = ((1 << INSTR_BITS) - 1) & ~_used_mask(op)
-                    m.d.comb += reserved.eq((self.word & mask) != 0)
+                    m.d.comb += reserved.eq(above[_used_mask(op).bit_length()])
         flags = Signal(4)
         m.d.comb += flags.eq(self.word[4:8])
         pop_prev, pop_next, push_prev, push_next = (flags[i] for i in range(4))
@@ -173,7 +234,7 @@ class Decoder(wiring.Component):
 
         # -- BAD_FIELD -----------------------------------------------------------------------
         def rows_bad(n):
-            return (n < 1) | (n > MAX_ROWS)
+            return ~_within(n, 1, MAX_ROWS)
 
         bad = Signal()
         mmax = (1 << (c.requant_bits - 1)) - 1
@@ -181,20 +242,20 @@ class Decoder(wiring.Component):
                                               Opcode.VECTOR))
         with m.Switch(code):
             with m.Case(Opcode.CONFIG):
-                value = cfg.value.as_signed()
+                value = cfg.value
                 with m.Switch(cfg.reg.as_value()):
                     for reg in ConfigReg:
                         with m.Case(reg.value):
                             if reg is ConfigReg.PAD_VALUE:
-                                ok = (value >= -128) & (value <= 255)
+                                ok = _signed_within(value, -128, 255)
                             elif reg in (ConfigReg.REQ_MULT, ConfigReg.VEC_MULT_A,
                                          ConfigReg.VEC_MULT_B):
-                                ok = (value >= 0) & (value <= mmax)
+                                ok = _signed_within(value, 0, mmax)
                             elif reg in (ConfigReg.REQ_SHIFT, ConfigReg.VEC_SHIFT_A,
                                          ConfigReg.VEC_SHIFT_B):
-                                ok = (value >= 0) & (value <= SHIFT_MAX)
+                                ok = _signed_within(value, 0, SHIFT_MAX)
                             elif reg is ConfigReg.ACTIVATION:
-                                ok = (value >= 0) & (value <= 2)
+                                ok = _signed_within(value, 0, 2)
                             else:
                                 ok = Const(1)
                             if reg.name.startswith("VEC_") and not c.vector_unit:
@@ -206,16 +267,19 @@ class Decoder(wiring.Component):
                 m.d.comb += bad.eq(sync.queue.as_value() == NO_QUEUE)
             with m.Case(Opcode.LOAD):
                 dest = ld.dest.as_value()
-                width = Mux(dest == LoadDest.SP.value, c.sp_width, c.cols)
-                m.d.comb += bad.eq((dest == 3) | rows_bad(ld.n_rows)
-                                   | (ld.pad_top + ld.pad_bottom > ld.n_rows)
-                                   | (ld.pad_left + ld.length > width))
+                n = ld.n_rows
+                pads = ld.pad_top + ld.pad_bottom
+                span = ld.pad_left + ld.length
+                m.d.comb += bad.eq((dest == 3) | rows_bad(n)
+                                   | ((n[len(pads):] == 0) & (pads > n[:len(pads)]))
+                                   | Mux(dest == LoadDest.SP.value, _above(span, c.sp_width),
+                                         _above(span, c.cols)))
             with m.Case(Opcode.STORE):
                 from_sp = st.src.as_value() == StoreSrc.SP.value
                 sp_bad = ((st.out_type != OutType.INT8) | st.per_channel
-                          | (st.length < 1) | (st.length > c.sp_width))
+                          | ~_within(st.length, 1, c.sp_width))
                 acc_bad = ((st.per_channel & (st.out_type == OutType.INT32))
-                           | (st.length < 1) | (st.length > c.cols))
+                           | ~_within(st.length, 1, c.cols))
                 m.d.comb += bad.eq((st.out_type == 3) | rows_bad(st.n_rows)
                                    | Mux(from_sp, sp_bad, acc_bad))
             with m.Case(Opcode.MATMUL):
@@ -224,7 +288,6 @@ class Decoder(wiring.Component):
             if c.vector_unit:     # else VECTOR is an illegal opcode, checked first
                 with m.Case(Opcode.VECTOR):
                     vop = vec.op.as_value()
-                    imm = vec.imm.as_signed()
                     n = vec.n_rows
 
                     def overlap(a, b):
@@ -234,8 +297,9 @@ class Decoder(wiring.Component):
                     for v in BINARY_VECTOR_OPS:
                         binary = binary | (vop == v.value)
                     m.d.comb += bad.eq(
-                        (vop > max(v.value for v in VectorOp)) | rows_bad(n)
-                        | ((vop == VectorOp.SHIFT.value) & ((imm < -31) | (imm > SHIFT_MAX)))
+                        _above(vop, max(v.value for v in VectorOp)) | rows_bad(n)
+                        | ((vop == VectorOp.SHIFT.value)
+                           & ~_signed_within(vec.imm, -31, SHIFT_MAX))
                         | overlap(vec.dst, vec.src_a)
                         | (binary & overlap(vec.dst, vec.src_b)))
 
@@ -296,36 +360,39 @@ class Decoder(wiring.Component):
                          bit.eq(bit - 1)]
             with m.If(bit == 0):
                 m.d.sync += done.eq(1)
-        extent_bad = nonzero & (base + product > ADDR_LIMIT)
+        extent_bad = nonzero & _above(base + product, ADDR_LIMIT)
 
         out_range = Signal()
         with m.Switch(code):
             with m.Case(Opcode.LOAD):
                 dest = ld.dest.as_value()
-                limit = Mux(dest == LoadDest.SP.value, c.sp_rows,
-                            Mux(dest == LoadDest.ACC.value, c.acc_rows, c.param_rows))
-                m.d.comb += out_range.eq((ld.addr + ld.n_rows > limit) | extent_bad)
+                rows_out = Mux(dest == LoadDest.SP.value, _sum_above(ld.addr, ld.n_rows, c.sp_rows),
+                               Mux(dest == LoadDest.ACC.value,
+                                   _sum_above(ld.addr, ld.n_rows, c.acc_rows),
+                                   _sum_above(ld.addr, ld.n_rows, c.param_rows)))
+                m.d.comb += out_range.eq(rows_out | extent_bad)
             with m.Case(Opcode.STORE):
                 from_sp = st.src.as_value() == StoreSrc.SP.value
-                limit = Mux(from_sp, c.sp_rows, c.acc_rows)
                 m.d.comb += out_range.eq(
-                    (st.addr + st.n_rows > limit)
-                    | (st.per_channel & (st.param_addr + 2 > c.param_rows))
+                    Mux(from_sp, _sum_above(st.addr, st.n_rows, c.sp_rows),
+                        _sum_above(st.addr, st.n_rows, c.acc_rows))
+                    | (st.per_channel & _above(st.param_addr, c.param_rows - 2))
                     | extent_bad)
             with m.Case(Opcode.MATMUL):
                 n = mm.n_rows
                 m.d.comb += out_range.eq(
-                    (mm.compute & ((mm.a_addr + n > c.sp_rows) | (mm.c_addr + n > c.acc_rows)))
-                    | (mm.preload & (mm.w_addr + c.rows > c.sp_rows)))
+                    (mm.compute & (_sum_above(mm.a_addr, n, c.sp_rows)
+                                   | _sum_above(mm.c_addr, n, c.acc_rows)))
+                    | (mm.preload & _above(mm.w_addr, c.sp_rows - c.rows)))
             if c.vector_unit:     # else VECTOR is an illegal opcode, checked first
                 with m.Case(Opcode.VECTOR):
                     n = vec.n_rows
                     binary = 0
                     for v in BINARY_VECTOR_OPS:
                         binary = binary | (vec.op.as_value() == v.value)
-                    m.d.comb += out_range.eq((vec.dst + n > c.acc_rows)
-                                             | (vec.src_a + n > c.acc_rows)
-                                             | (binary & (vec.src_b + n > c.acc_rows)))
+                    m.d.comb += out_range.eq(_sum_above(vec.dst, n, c.acc_rows)
+                                             | _sum_above(vec.src_a, n, c.acc_rows)
+                                             | (binary & _sum_above(vec.src_b, n, c.acc_rows)))
 
         # -- priority, in the order of the error codes ---------------------------------------
         with m.If(illegal):
@@ -351,20 +418,13 @@ class Decoder(wiring.Component):
         m.d.comb += self.halt.eq(op_is[Opcode.HALT])
 
         # -- micro-ops -----------------------------------------------------------------------
-        for q, uop in ((Queue.LOAD, self.uop_load), (Queue.EXEC, self.uop_exec),
-                       (Queue.STORE, self.uop_store)):
+        for uop in (self.uop_load, self.uop_exec, self.uop_store):
             m.d.comb += [
                 uop.opcode.eq(code),
                 uop.pop_prev.eq(pop_prev), uop.pop_next.eq(pop_next),
                 uop.push_prev.eq(push_prev), uop.push_next.eq(push_next),
             ]
-            with m.If(op_is[Opcode.CONFIG]):
-                m.d.comb += [uop.body.config.reg.eq(cfg.reg.as_value()),
-                             uop.body.config.value.eq(cfg.value)]
-            for op in UOP_OPS[q]:
-                with m.If(op_is[op]):
-                    body = getattr(uop.body, op.name.lower())
-                    for name, _field in data.Layout.cast(LAYOUTS[op]):
-                        if name != "header":
-                            m.d.comb += getattr(body, name).eq(getattr(views[op], name))
+            # the word's bits as they are: fields of other opcodes are not cleared here
+            # (the controller's queues clear them when they store a micro-op)
+            m.d.comb += uop.body.as_value().eq(self.word[8:])
         return m
