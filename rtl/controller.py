@@ -93,7 +93,9 @@ class _Fifo(Elaboratable):
     full FIFO is not written, an empty one not read), so an FPGA block RAM holds them
     without bypass logic. Otherwise they are flip-flops, and ``clear`` lists
     ``(bit positions, keep)`` pairs: a written entry takes zeros in those bits unless
-    ``keep`` is high, which the flip-flops' synchronous reset does without a gate per bit.
+    ``keep`` is high, which the flip-flops' synchronous reset does without a gate per bit;
+    ``w_en`` must then only be raised while ``w_rdy`` (it is not gated again, which keeps
+    the dispatch decision off the entries' enables).
     """
 
     def __init__(self, width, depth, *, memory=False, clear=()):
@@ -114,7 +116,8 @@ class _Fifo(Elaboratable):
         inner_level = Signal(range(inner + 1))
         produce = Signal(range(inner))
         consume = Signal(range(inner))
-        do_write = self.w_en & self.w_rdy
+        # a queue's w_en is only raised while w_rdy (the controller dispatches on it)
+        do_write = self.w_en & (self.w_rdy if self.memory else 1)
         do_read = (inner_level != 0) & (~self.r_rdy | self.r_en)
         m.d.comb += [self.w_rdy.eq(inner_level != inner),
                      self.level.eq(inner_level + self.r_rdy)]
