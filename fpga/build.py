@@ -53,12 +53,12 @@ def _run_logged(cmd, cwd, log):
 def _block_synthesis(board, cwd, *, abc=True):
     """Synthesize ``top.il`` again without flattening; per-module cell counts as JSON.
 
-    With ``abc=False`` LUTs are mapped without ABC: larger counts, but the same split
-    between blocks; the fallback when ABC fails on the unflattened design.
+    With ``abc=False`` LUTs are mapped without ABC (iCE40) or with the older ABC flow
+    instead of ABC9 (ECP5): the fallback when ABC9 fails on the unflattened design.
     """
     synth = "synth_ice40 -dsp" if board.family == "ice40" else "synth_ecp5"
-    if not abc:
-        synth += " -noabc9 -noabc"
+    if not abc:   # synth_ecp5 has no -noabc: there, the older ABC flow instead of ABC9
+        synth += " -noabc9 -noabc" if board.family == "ice40" else " -noabc9"
     script = (f"read_rtlil {TOP}.il; {synth} -noflatten -top {TOP}; "
               f"tee -q -o blocks.json stat -json")
     return subprocess.Popen([os.environ["YOSYS"], "-q", "-p", script], cwd=cwd,
@@ -202,7 +202,9 @@ def build_board(board, preset=None, out_dir="build/fpga", progress=True, *, targ
         if side.returncode != 0 or not blocks_path.exists():
             side = _block_synthesis(b, build_dir, abc=False)
             side.wait()
-            report["blocks_mapping"] = "without ABC (relative sizes; totals above are exact)"
+            report["blocks_mapping"] = (
+                "without ABC" if b.family == "ice40" else "ABC instead of ABC9") + (
+                " (relative sizes; totals above are exact)")
         if side.returncode == 0 and blocks_path.exists():
             report["blocks"] = block_table(json.loads(blocks_path.read_text()), b.family)
         else:

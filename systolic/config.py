@@ -242,7 +242,7 @@ class AcceleratorConfig:
 PRESETS = {
     "tiny": AcceleratorConfig(
         name="tiny", rows=2, cols=2, sp_depth=256, acc_depth=64, axi_data_width=32,
-        load_queue_depth=4, exec_queue_depth=4, store_queue_depth=4,
+        load_queue_depth=4, exec_queue_depth=4, store_queue_depth=4, pipeline_every=1,
     ),
     "default": AcceleratorConfig(name="default"),
     "icebreaker": AcceleratorConfig(
@@ -252,7 +252,7 @@ PRESETS = {
     ),
     "ulx3s": AcceleratorConfig(
         name="ulx3s", rows=8, cols=8, sp_depth=1024, acc_depth=256, axi_data_width=32,
-        postproc_lanes=2, requant_bits=16,
+        postproc_lanes=2, requant_bits=16, pipeline_every=1, vector_unit=False,
     ),
 }
 

@@ -37,6 +37,7 @@ BENCHES = {
     "perf": "scripts/bench_perf.py",
     "array": "scripts/bench_array.py",
     "fpga": "scripts/bench_fpga.py",
+    "timing": "scripts/bench_timing.py",
 }
 
 

@@ -22,7 +22,11 @@ start and a completion time:
             stride-0 broadcast reads its row again every time)
             + ``load_overhead``
   STORE     rows x max(``store_row``, the row's AXI beats,              ``store_tail``
-            ceil(length / lanes)) + ``store_overhead``
+            ceil(length / lanes)) + ``store_overhead``; with the
+            serial post-processor (one lane, 16-bit M) the last term
+            is length x its cycles per element for the REQ_SHIFT in
+            force (the longest shift's for per-channel rows, 2 for
+            int32)
   MATMUL    max(n_rows, rows if preloading), or n_rows + rows when the  array latency +
             weights share the inputs' scratchpad bank (the input read   ``landing``
             wins every cycle, the weight reads come after)
@@ -51,7 +55,7 @@ from dataclasses import dataclass, field
 from math import gcd
 
 from .checks import BINARY_VECTOR_OPS, queue_of
-from .isa import LoadDest, Opcode, Queue, StoreSrc, VectorOp, decode
+from .isa import ConfigReg, LoadDest, Opcode, Queue, StoreSrc, VectorOp, decode
 from .numerics import OutType
 
 __all__ = ["PerfParams", "PerfReport", "array_latency", "estimate", "estimate_compiled"]
@@ -179,8 +183,21 @@ _PUSH = {(Queue.LOAD, "push_next"): "L2E", (Queue.EXEC, "push_prev"): "E2L",
          (Queue.EXEC, "push_next"): "E2S", (Queue.STORE, "push_prev"): "S2E"}
 
 
-def _timing(c, p, i, lat_array):
-    """``(busy, tail, bytes_read, bytes_written)`` of one queued instruction."""
+def _serial_element_cycles(c, i, shift):
+    """Cycles per element of the serial post-processor (one lane, 16-bit M), or None."""
+    if not (c.lanes == 1 and c.requant_bits == 16) or i.src == StoreSrc.SP.value:
+        return None
+    if OutType(i.out_type) is OutType.INT32:
+        return 2
+    from .rtl.postproc import SERIAL_ZERO_SHIFT, PostProcessor
+    if i.per_channel:
+        return max(PostProcessor.serial_cycles(s)[0] for s in range(SERIAL_ZERO_SHIFT + 1))
+    return PostProcessor.serial_cycles(shift)[0]
+
+
+def _timing(c, p, i, lat_array, shift=0):
+    """``(busy, tail, bytes_read, bytes_written)`` of one queued instruction; ``shift`` is
+    the store queue's REQ_SHIFT register."""
     op = i.opcode
     axi = c.axi_bytes
     if op is Opcode.LOAD:
@@ -198,7 +215,11 @@ def _timing(c, p, i, lat_array):
         else:
             nb, lanes = i.length * OutType(i.out_type).nbytes, c.lanes
         beats, _ = _row_beats(i.dram_addr, i.stride, i.n_rows, nb, axi)
-        rows = max(i.n_rows * p.store_row, i.n_rows * -(-i.length // lanes), beats)
+        per_row = -(-i.length // lanes)
+        element = _serial_element_cycles(c, i, shift)
+        if element is not None:
+            per_row = i.length * element
+        rows = max(i.n_rows * p.store_row, i.n_rows * per_row, beats)
         return rows + p.store_overhead, p.store_tail, 0, i.n_rows * nb
     if op is Opcode.MATMUL:
         n = i.n_rows if i.compute else 0
@@ -283,7 +304,7 @@ def _walk(config, words, p, conflicts, trace, record=False):
     busy_total = dict.fromkeys(Queue, 0.0)
     fetch = p.fetch_latency - p.fetch_interval
     end = drained = 0.0
-    macs = nread = nwritten = serial = count = 0
+    macs = nread = nwritten = serial = count = shift = 0
     record = _Writes() if record else None
     for word in words:
         i = decode(word)
@@ -306,7 +327,9 @@ def _walk(config, words, p, conflicts, trace, record=False):
                 tokens = max(tokens, pushes[ch][pops[ch]] + p.token)
                 pops[ch] += 1
         pushing = any(getattr(i, flag) for (qq, flag) in _PUSH if qq is q)
-        busy, tail, r, w = _timing(c, p, i, lat_array)
+        if i.opcode is Opcode.CONFIG and i.reg == ConfigReg.REQ_SHIFT.value:
+            shift = i.value
+        busy, tail, r, w = _timing(c, p, i, lat_array, shift)
         start = max(ready, tokens, free[q])
         if q is Queue.EXEC and i.opcode is not Opcode.MATMUL and (
                 pushing or i.opcode is Opcode.VECTOR):
