@@ -1,6 +1,6 @@
 """Banked scratchpad: the int8 rows MATMUL reads and LOAD writes."""
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -113,55 +113,95 @@ class Scratchpad(wiring.Component):
         cfg = self.config
         m = Module()
         row_bits = ceil_log2(cfg.sp_depth)
-        ports = [getattr(self, name) for name in self.READ_PORTS]
+        bank_bits = self.addr_width - row_bits
+        names = self.READ_PORTS
+        ports = [getattr(self, name) for name in names]
+        w = self.w
 
         def bank_of(addr):
             return addr[row_bits:]
 
+        def in_range(addr):
+            if cfg.sp_banks == 1 << bank_bits:
+                return 1    # every address selects a bank
+            return bank_of(addr) < cfg.sp_banks
+
+        # Writes are committed one cycle late, from a copy of the request, so a bank's
+        # read and write in one cycle never need the memory's read-during-write
+        # behaviour: a read of the row being committed takes the written bytes from
+        # ``bypass_data`` (below), every other byte from the memory. Address and data are
+        # one copy for all banks (there is one writer); the byte enables are decoded per
+        # bank before the register.
+        w_q_addr = Signal.like(w.addr, reset_less=True)
+        w_q_data = Signal.like(w.data, reset_less=True)
+        w_q_be = [Signal.like(w.be, name=f"bank{b}_w_be") for b in range(cfg.sp_banks)]
+        bypass_data = Signal.like(w.data, reset_less=True)
+        m.d.sync += bypass_data.eq(w_q_data)
+        m.d.sync += [be.eq(Mux(w.en & (bank_of(w.addr) == b), w.be, 0))
+                     for b, be in enumerate(w_q_be)]
+        with m.If(w.en):
+            m.d.sync += [w_q_addr.eq(w.addr), w_q_data.eq(w.data)]
+
+        # Fixed read priority per bank: a port loses only to a higher-priority port
+        # asking for the same bank. Out-of-range requests select no bank, are granted and
+        # block nobody.
+        want = [[p.en & (bank_of(p.addr) == b) for b in range(cfg.sp_banks)] for p in ports]
+        for i, port in enumerate(ports):
+            lost = 0
+            for j in range(i):
+                lost = lost | (ports[j].en & (bank_of(ports[j].addr) == bank_of(port.addr)))
+            ok = in_range(port.addr)
+            m.d.comb += port.ready.eq((port.en & ~lost) | ~ok)
+
         bank_data = []
-        grants_by_port = [[] for _ in ports]
         for b in range(cfg.sp_banks):
-            mem = Memory(shape=unsigned(self.row_bits), depth=cfg.sp_depth, init=[])
+            # ``no_rw_check``: the data register below may become the block RAM's read
+            # register without read-during-write emulation; the bypass makes the value
+            # read in a cycle the same row is committed unused.
+            mem = Memory(shape=unsigned(self.row_bits), depth=cfg.sp_depth, init=[],
+                         attrs={"no_rw_check": 1})
             m.submodules[f"bank{b}"] = mem
             wp = mem.write_port(granularity=8)
-            rp = mem.read_port()
+            rp = mem.read_port(domain="comb")
             m.d.comb += [
-                wp.addr.eq(self.w.addr[:row_bits]),
-                wp.data.eq(self.w.data),
-                wp.en.eq(Mux(self.w.en & (bank_of(self.w.addr) == b), self.w.be, 0)),
+                wp.addr.eq(w_q_addr[:row_bits]),
+                wp.data.eq(w_q_data),
+                wp.en.eq(w_q_be[b]),
             ]
-            # Fixed priority among the read ports asking for this bank.
-            taken = 0
-            rp_addr = 0
-            rp_en = 0
-            for i, port in enumerate(ports):
-                want = Signal(name=f"bank{b}_{self.READ_PORTS[i]}_want")
-                grant = Signal(name=f"bank{b}_{self.READ_PORTS[i]}_grant")
-                m.d.comb += [
-                    want.eq(port.en & (bank_of(port.addr) == b)),
-                    grant.eq(want & ~taken),
-                ]
-                grants_by_port[i].append(grant)
-                rp_addr = Mux(grant, port.addr[:row_bits], rp_addr)
-                rp_en = rp_en | grant
-                taken = taken | want
-            m.d.comb += [rp.addr.eq(rp_addr), rp.en.eq(rp_en)]
-            bank_data.append(rp.data)
+            rp_addr = ports[-1].addr[:row_bits]
+            for i in reversed(range(len(ports) - 1)):
+                rp_addr = Mux(want[i][b], ports[i].addr[:row_bits], rp_addr)
+            rp_en = Signal(name=f"bank{b}_rd_en")
+            m.d.comb += [rp.addr.eq(rp_addr), rp_en.eq(Cat(*(wt[b] for wt in want)).any())]
+            q = Signal(self.row_bits, name=f"bank{b}_rd_data", reset_less=True)
+            # Bytes of the row read that this bank commits in the read cycle.
+            hit_be = Signal.like(w.be, name=f"bank{b}_bypass", reset_less=True)
+            with m.If(rp_en):
+                m.d.sync += q.eq(rp.data)
+            m.d.sync += hit_be.eq(Mux(rp_addr == w_q_addr[:row_bits], w_q_be[b], 0))
+            bank_data.append(Cat(*(Mux(hit_be[i], bypass_data.word_select(i, 8),
+                                       q.word_select(i, 8)) for i in range(cfg.sp_width))))
 
-        for i, port in enumerate(ports):
-            in_range = bank_of(port.addr) < cfg.sp_banks
-            any_grant = 0
-            for g in grants_by_port[i]:
-                any_grant = any_grant | g
-            m.d.comb += port.ready.eq(any_grant | ~in_range)
-            bank_q = Signal(range(cfg.sp_banks + 1), name=f"{self.READ_PORTS[i]}_bank")
-            hit_q = Signal(name=f"{self.READ_PORTS[i]}_hit")
-            m.d.sync += port.valid.eq(port.en & port.ready)
-            with m.If(port.en & port.ready):
-                m.d.sync += [bank_q.eq(bank_of(port.addr)), hit_q.eq(in_range)]
-            data = 0
-            for b in range(cfg.sp_banks):
-                data = Mux(bank_q == b, bank_data[b], data)
-            m.d.comb += port.data.eq(Mux(hit_q, data, 0))
+        for name, port in zip(names, ports, strict=True):
+            granted = port.en & port.ready
+            bank_q = Signal(max(bank_bits, 1), name=f"{name}_bank", reset_less=True)
+            m.d.sync += port.valid.eq(granted)
+            with m.If(granted):
+                m.d.sync += bank_q.eq(bank_of(port.addr))
+            data = _select(bank_q, bank_data)
+            if cfg.sp_banks < 1 << bank_bits:
+                hit_q = Signal(name=f"{name}_hit")
+                with m.If(granted):
+                    m.d.sync += hit_q.eq(in_range(port.addr))
+                data = Mux(hit_q, data, 0)
+            m.d.comb += port.data.eq(data)
         return m
 
+
+def _select(sel, values):
+    """``values[sel]`` as a tree of 2:1 multiplexers (indices beyond ``values`` give any
+    of them)."""
+    for bit in range(len(sel)):
+        values = [Mux(sel[bit], values[k + 1], values[k]) if k + 1 < len(values) else values[k]
+                  for k in range(0, len(values), 2)]
+    return values[0]
