@@ -6,8 +6,6 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from systolic.numerics import INT32_MAX, INT32_MIN
-
 from .scratchpad import ReadPortSignature, check_config
 
 __all__ = ["Accumulator", "WritePortSignature"]
@@ -170,8 +168,8 @@ class Accumulator(wiring.Component):
             if hasattr(port, "ready"):
                 m.d.comb += port.ready.eq(grant)
             q_en = Signal(name=f"{name}_q_en")
-            q_addr = Signal.like(port.addr, name=f"{name}_q_addr")
-            q_data = Signal(row_layout, name=f"{name}_q_data")
+            q_addr = Signal.like(port.addr, name=f"{name}_q_addr", reset_less=True)
+            q_data = Signal(row_layout, name=f"{name}_q_data", reset_less=True)
             m.d.sync += q_en.eq(grant)
             with m.If(grant):
                 m.d.sync += [q_addr.eq(port.addr), q_data.eq(port.data)]
@@ -185,7 +183,9 @@ class Accumulator(wiring.Component):
         m.d.sync += arr_acc.eq(arr_read)
 
         read_taken = [arr_read & (bank_of(arr.addr) == b) for b in banks]
-        read_addr = [Mux(read_taken[b], arr.addr[:rb], 0) for b in banks]
+        # A bank's read address: the first port that asks for it, else the array's (the
+        # address is unused when nobody reads).
+        read_addr = [arr.addr[:rb] for b in banks]
         read_en = list(read_taken)
         for name, port in zip(reader_names, readers, strict=True):
             want = [port.en & (bank_of(port.addr) == b) for b in banks]
@@ -197,7 +197,7 @@ class Accumulator(wiring.Component):
                 read_addr[b] = Mux(want[b] & ~read_taken[b], port.addr[:rb], read_addr[b])
                 read_en[b] = read_en[b] | want[b]
             read_taken = [t | w for t, w in zip(read_taken, want, strict=True)]
-            bank_q = Signal(range(cfg.acc_banks), name=f"{name}_bank")
+            bank_q = Signal(range(cfg.acc_banks), name=f"{name}_bank", reset_less=True)
             m.d.sync += port.valid.eq(grant)
             with m.If(grant):
                 m.d.sync += bank_q.eq(bank_of(port.addr))
@@ -218,22 +218,27 @@ class Accumulator(wiring.Component):
         for c in range(cols):
             total = Signal(signed(33), name=f"sum{c}")
             m.d.comb += total.eq(old[c] + a_data[c])
-            hi = total[31:] == 0b01
-            lo = total[31:] == 0b10
-            sat.append(hi | lo)
-            m.d.comb += result[c].eq(Mux(hi, INT32_MAX, Mux(lo, INT32_MIN, total)))
+            # The sum left int32 when its two top bits differ; it then saturates towards
+            # its sign (bit 32), which is also bit 31 of the result in every case.
+            over = total[31] ^ total[32]
+            sat.append(over)
+            m.d.comb += result[c].eq(Cat(Mux(over, (~total[32]).replicate(31), total[:31]),
+                                         total[32]))
         overflow_now = a_en & arr_acc & Cat(*sat).any()
 
+        # A bank's write: the first registered writer that targets it (the data and
+        # address are unused when none does).
         for b in banks:
             wp = mems[b][0]
             commit = 0
-            wdata = 0
-            waddr = 0
+            wdata = stage1[-1][2].as_value() if len(stage1) > 1 else result.as_value()
+            waddr = stage1[-1][1][:rb]
             for i, (q_en, q_addr, q_data) in enumerate(reversed(stage1)):
                 hit = q_en & (bank_of(q_addr) == b)
                 value = result if i == len(stage1) - 1 else q_data
-                wdata = Mux(hit, value.as_value(), wdata)
-                waddr = Mux(hit, q_addr[:rb], waddr)
+                if i:
+                    wdata = Mux(hit, value.as_value(), wdata)
+                    waddr = Mux(hit, q_addr[:rb], waddr)
                 commit = commit | hit
             m.d.comb += [wp.en.eq(commit), wp.addr.eq(waddr), wp.data.eq(wdata),
                          self.busy[b].eq(commit)]
