@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from systolic.isa import CONFIG_QUEUE, INSTR_BYTES, MAX_TOKENS, ErrorCode, Opcode, Queue
 
-from .decoder import CHANNEL_ORDER, UOP_OPS, Decoder, body_owners, uop_layout
+from .decoder import CHANNEL_ORDER, UOP_OPS, Decoder, body_leaks, uop_layout
 from .dma_read import FetchCmd
 from .scratchpad import check_config
 
@@ -225,19 +225,14 @@ class Controller(wiring.Component):
         code = Signal(4)                 # opcode of the word being decoded
         for q in QUEUES:
             tag = TAG_BITS if q in TAGGED else 0
-            # body bits outside the dispatched opcode's fields are cleared as stored
+            # body bits where the word has a field the micro-op does not keep are cleared
             body = data.Layout.cast(uop_layout(q))["body"].offset
-            owners = body_owners(q, c.vector_unit)
-            groups = {}
-            for i, pos in enumerate(stored[q]):
-                if pos >= body:
-                    groups.setdefault(frozenset(owners[pos - body]), []).append(i)
+            where = {pos: i for i, pos in enumerate(stored[q])}
             clear = []
-            for ops, positions in groups.items():
-                keep = 0
-                for op in ops:
-                    keep = keep | (code == op.value)
-                clear.append((positions, keep))
+            for op, bits in body_leaks(q).items():
+                positions = [where[body + b] for b in bits if body + b in where]
+                if positions:
+                    clear.append((positions, code != op.value))
             f = _Fifo(len(stored[q]) + tag, depths[q], clear=clear)
             m.submodules[f"{q.name.lower()}_queue"] = f
             fifos[q] = f

@@ -29,7 +29,7 @@ from systolic.numerics import SHIFT_MAX, OutType
 
 from .scratchpad import check_config
 
-__all__ = ["NO_QUEUE", "CHANNEL_ORDER", "UOP_OPS", "body_layout", "body_owners", "uop_layout",
+__all__ = ["NO_QUEUE", "CHANNEL_ORDER", "UOP_OPS", "body_layout", "body_leaks", "uop_layout",
            "Decoder"]
 
 NO_QUEUE = 3                                # ``queue`` output of NOP, HALT and bad selectors
@@ -63,6 +63,61 @@ def uop_layout(queue):
         "pop_prev": 1, "pop_next": 1, "push_prev": 1, "push_next": 1,
         "body": data.UnionLayout(bodies),
     })
+
+
+def _above(x, c, *, equal=False):
+    """``x > c`` (``x >= c`` with ``equal``) for an unsigned ``x`` and a constant ``c``,
+    as gates: a constant comparison needs no carry chain."""
+    result = Const(int(equal))
+    for i in range(len(x)):              # least significant bit first
+        result = (x[i] & result) if c >> i & 1 else (x[i] | result)
+    if c >= 1 << len(x):
+        return Const(0)
+    return result if c >= 0 else Const(1)
+
+
+def _within(x, lo, hi):
+    """``lo <= x <= hi`` for an unsigned ``x`` and constants ``lo``, ``hi``."""
+    return _above(x, lo, equal=True) & ~_above(x, hi)
+
+
+def _signed_within(x, lo, hi):
+    """``lo <= x <= hi`` for a signed ``x`` (its raw bits) and constants ``lo``, ``hi``."""
+    bias = 1 << (len(x) - 1)             # x + bias, unsigned, is x with its sign bit inverted
+    return _within(x ^ bias, lo + bias, hi + bias)
+
+
+def _sum_above(a, n, limit):
+    """``a + n > limit`` for unsigned ``a``, ``n`` and a constant ``limit > 0``: an operand
+    with a bit at or above ``limit``'s width exceeds it alone, so the adder is that wide."""
+    k = max(1, int(limit).bit_length())
+    high = 0
+    for v in (a, n):
+        if len(v) > k:
+            high = high | (v[k:] != 0)
+    return high | _above((a[:k] + n[:k])[:k + 1], limit)
+
+
+def body_leaks(queue):
+    """``{opcode: body bits}``: bits where an instruction of ``opcode`` run by ``queue``
+    has a field that its micro-op does not keep (SYNC's ``queue``, CONFIG's ``reg`` above
+    bit 3). The decoder passes the word's bits 8 and up as the body; elsewhere they are
+    the opcode's own fields or reserved bits, zero in a dispatched word, so these bits
+    are the only ones to clear to get the micro-op.
+    """
+    ops = (Opcode.CONFIG, Opcode.SYNC, *UOP_OPS[queue])
+    layout = data.Layout.cast(uop_layout(queue))["body"].shape
+    leaks = {}
+    for op in ops:
+        kept = set()
+        name = op.name.lower()
+        if name in dict(layout.members):
+            for _n, field in data.Layout.cast(layout[name].shape):
+                kept.update(range(field.offset, field.offset + field.width))
+        bits = sorted(set(range(data.Layout.cast(body_layout(op)).size)) - kept)
+        if bits:
+            leaks[op] = bits
+    return leaks
 
 
 def _above(x, c, *, equal=False):
@@ -153,7 +208,7 @@ class Decoder(wiring.Component):
         The micro-op for each queue: opcode, token flags, and as body the word's bits 8
         and up. The fields of the word's opcode (CONFIG: ``reg``, ``value``) hold its
         values; the bits of other opcodes' fields are the word's bits, not zero (the
-        controller's queues clear them, see :func:`body_owners`).
+        controller's queues clear them, see :func:`body_leaks`).
     """
 
     def __init__(self, *, config):

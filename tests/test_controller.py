@@ -131,3 +131,28 @@ def test_error_index_past_a_tag_wrap():
     state = _run(words, script)
     code, index = state["done"]
     assert (ErrorCode(code), index) == (ErrorCode.AXI_ERROR, n + 1)
+
+
+def test_queue_head_body_is_the_micro_op():
+    """A SYNC's queue field and a CONFIG's reg are in the word's body bits; the queue
+    head shows SYNC with an all-zero body and CONFIG with only reg and value."""
+    words = assemble("SYNC queue=store\nCONFIG reg=req_zp value=-3\nHALT")
+    heads = []
+
+    async def script(ctx, ctrl, state):
+        for _ in range(2):
+            ctx.set(ctrl.store.ready, 1)
+            while not ctx.get(ctrl.store.valid):
+                await ctx.tick()
+            heads.append((ctx.get(ctrl.store.p.opcode), ctx.get(ctrl.store.p.body.as_value()),
+                          ctx.get(ctrl.store.p.body.config.reg),
+                          ctx.get(ctrl.store.p.body.config.value)))
+            await ctx.tick()
+            ctx.set(ctrl.store.ready, 0)
+        await ctx.tick().repeat(20)
+
+    _run(words, script)
+    (sync_op, sync_body, *_), (cfg_op, cfg_body, reg, value) = heads
+    assert (sync_op, sync_body) == (Opcode.SYNC, 0)
+    assert cfg_op == Opcode.CONFIG and (reg, value) == (3, -3)
+    assert cfg_body == 3 | ((-3) & 0xFFFF_FFFF) << 8
