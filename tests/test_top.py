@@ -42,20 +42,23 @@ def axi_ram(mem, bus, nbytes, error_ranges=()):
         ctx.set(bus.arready, 1)
         ctx.set(bus.awready, 1)
         ctx.set(bus.wready, 1)
-        async for _ in ctx.tick():
-            # handshakes of the edge just passed, as the DUT saw them
-            if ctx.get(bus.rvalid) and ctx.get(bus.rready):
+        names = ("rvalid", "rready", "bvalid", "bready", "arvalid", "arready", "araddr",
+                 "arlen", "arid", "awvalid", "awready", "awaddr", "awlen", "awid", "wvalid",
+                 "wready", "wdata", "wstrb")
+        async for _, _, *values in ctx.tick().sample(*(getattr(bus, n) for n in names)):
+            # handshakes at the edge just passed, sampled as the DUT saw them
+            s = dict(zip(names, values))
+            if s["rvalid"] and s["rready"]:
                 rbeat = None
-            if ctx.get(bus.bvalid) and ctx.get(bus.bready):
+            if s["bvalid"] and s["bready"]:
                 bresps.pop(0)
-            if ctx.get(bus.arvalid) and ctx.get(bus.arready):
-                reads.append([ctx.get(bus.araddr), ctx.get(bus.arlen) + 1, ctx.get(bus.arid)])
-            if ctx.get(bus.awvalid) and ctx.get(bus.awready):
-                writes.append([ctx.get(bus.awaddr), ctx.get(bus.awlen) + 1, ctx.get(bus.awid),
-                               False])
-            if ctx.get(bus.wvalid) and ctx.get(bus.wready) and writes:
+            if s["arvalid"] and s["arready"]:
+                reads.append([s["araddr"], s["arlen"] + 1, s["arid"]])
+            if s["awvalid"] and s["awready"]:
+                writes.append([s["awaddr"], s["awlen"] + 1, s["awid"], False])
+            if s["wvalid"] and s["wready"] and writes:
                 w = writes[0]
-                data, strb = ctx.get(bus.wdata), ctx.get(bus.wstrb)
+                data, strb = s["wdata"], s["wstrb"]
                 if bad(w[0]):
                     w[3] = True
                 else:
