@@ -48,9 +48,10 @@ def test_icebreaker_link_bitstream(tmp_path):
 @pytest.mark.fpga
 @pytest.mark.xdist_group("fpga-icebreaker")
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "not met yet: the icebreaker-preset system needs about 10.4k of the UP5K's 5,280 LUT4, "
-    "9 of its 8 SB_MAC16 and 39 of its 30 EBR (controller ~4.8k, DMA ~2.4k, bridge ~1.5k, "
-    "post-processing ~1.3k, accumulator ~1.1k LUTs); see build/reports/fpga-icebreaker.json"))
+    "not met yet: the icebreaker-preset system needs about 8.7k of the UP5K's 5,280 LUT4 "
+    "and 36 of its 30 EBR (8 of 8 SB_MAC16); controller with load/store units ~4.2k, DMA "
+    "~1.6k, bridge ~1.3k, accumulator ~1.1k LUTs unmapped by ABC; see "
+    "build/reports/fpga-icebreaker.json"))
 def test_icebreaker_accelerator_fits():
     """The full iCEBreaker top (accelerator, bridge, SPRAM memory) fits with 10% margin and
     closes timing; the per-block table names what is too big."""
