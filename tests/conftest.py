@@ -16,8 +16,9 @@ one build folder per parameter set under ``build/sim/``. Keep this list current.
 |                                 |                             | runtime's VerilatorDevice and  |
 |                                 |                             | `make sim`)                    |
 | build/sim/board-icebreaker      | tests/test_board.py         | iCEBreaker board top with UART |
+| build/sim/board-ulx3s           | tests/test_board.py         | ULX3S board top with UART      |
 
-Nine builds. Verilog comes from :func:`systolic.verilog.convert`; Verilator builds it
+Ten builds. Verilog comes from :func:`systolic.verilog.convert`; Verilator builds it
 with the two width-warning waivers only.
 """
 

@@ -1,8 +1,9 @@
-"""The iCEBreaker board system in Verilator driven by the real host code, and the serial
-device's behaviour without a board.
+"""The board systems in Verilator driven by the real host code, and the serial device's
+behaviour without a board.
 
-BUILDS: ``build/sim/board-icebreaker`` (one Verilator build: accelerator, SPRAM system
-memory model, UART bridge; UART at 4 clocks per bit).
+BUILDS: ``build/sim/board-icebreaker`` (accelerator with the icebreaker preset, SPRAM
+system memory model, UART bridge) and ``build/sim/board-ulx3s`` (ulx3s preset, block-RAM
+system memory); UART at 4 clocks per bit.
 """
 
 import pytest
@@ -20,7 +21,8 @@ from systolic.runtime import protocol as P
 from systolic.runtime.device import DeviceError, open_device
 from systolic.runtime.serial import SerialDevice
 
-BUILDS = {"board-icebreaker": "iCEBreaker system, preset icebreaker, divisor 4"}
+BUILDS = {"board-icebreaker": "iCEBreaker system, preset icebreaker, divisor 4",
+          "board-ulx3s": "ULX3S system, preset ulx3s, divisor 4"}
 DIVISOR = 4
 
 
@@ -36,6 +38,20 @@ def test_board_icebreaker(testcase):
                testcase=testcase, test_dir=out,
                extra_env={"BOARD_PRESET": "icebreaker", "BOARD_DIVISOR": str(DIVISOR)})
     assert (TB / "test_board.py").exists()
+
+
+@pytest.mark.verilator
+@pytest.mark.xdist_group("board-ulx3s")
+def test_board_ulx3s():
+    """The ULX3S system (block-RAM system memory, 8x8 array): a compiled GEMM over the
+    UART matches the golden model (the bridge is the same as the iCEBreaker's, whose
+    bad-frame test above covers it)."""
+    out = BUILD / "sim" / "board-ulx3s"
+    system = System(config=preset("ulx3s"), divisor=DIVISOR, mem_size=64 * 1024)
+    source = emit_verilog(system, "board", out / "board.v")
+    run_cocotb(sources=[source], toplevel="board", test_module="test_board", build_dir=out,
+               testcase="test_gemm_over_the_uart", test_dir=out,
+               extra_env={"BOARD_PRESET": "ulx3s", "BOARD_DIVISOR": str(DIVISOR)})
 
 
 # -- the serial device without a board ------------------------------------------------------
