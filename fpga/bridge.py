@@ -84,6 +84,7 @@ class SerialCrc16(wiring.Component):
             m.d.sync += bits.eq(bits << 1)
         return m
 
+
 class SerialCounters(wiring.Component):
     """Four 16-bit wrapping event counters in one 64-bit ring with a 2-bit serial adder.
 

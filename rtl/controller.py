@@ -316,9 +316,11 @@ class Controller(wiring.Component):
             m.d.comb += fifos[q].w_data.eq(Cat(*(uop.as_value()[i] for i in stored[q]), *tag))
         # the head of a tagged queue at the largest distance its tag can tell: wait
         far = 0
+        distance = {}   # instructions decoded since a tagged queue's head
         for q in TAGGED:
-            distance = (index - fifos[q].r_data[len(stored[q]):])[:TAG_BITS]
-            far = far | (fifos[q].r_rdy & (distance == 2 ** TAG_BITS - 1))
+            distance[q] = Signal(TAG_BITS, name=f"distance_{q.name.lower()}")
+            m.d.comb += distance[q].eq(index - fifos[q].r_data[len(stored[q]):])
+            far = far | (fifos[q].r_rdy & (distance[q] == 2 ** TAG_BITS - 1))
         dispatch = Signal()
         with m.If(head):
             with m.If(word_error):
@@ -382,9 +384,8 @@ class Controller(wiring.Component):
             take[q] = out.valid & out.ready
             if q in TAGGED:
                 taken = held[q] = Signal(32, name=f"taken_{q.name.lower()}")
-                distance = (index - f.r_data[len(stored[q]):])[:TAG_BITS]
                 with m.If(take[q]):
-                    m.d.sync += taken.eq(index - distance)
+                    m.d.sync += taken.eq(index - distance[q])
             with m.If(f.r_rdy & ~ok):
                 m.d.comb += self.stall_token.eq(1)
         for ch in CHANNEL_ORDER:

@@ -120,55 +120,6 @@ def body_leaks(queue):
     return leaks
 
 
-def _above(x, c, *, equal=False):
-    """``x > c`` (``x >= c`` with ``equal``) for an unsigned ``x`` and a constant ``c``,
-    as gates: a constant comparison needs no carry chain."""
-    result = Const(int(equal))
-    for i in range(len(x)):              # least significant bit first
-        result = (x[i] & result) if c >> i & 1 else (x[i] | result)
-    if c >= 1 << len(x):
-        return Const(0)
-    return result if c >= 0 else Const(1)
-
-
-def _within(x, lo, hi):
-    """``lo <= x <= hi`` for an unsigned ``x`` and constants ``lo``, ``hi``."""
-    return _above(x, lo, equal=True) & ~_above(x, hi)
-
-
-def _signed_within(x, lo, hi):
-    """``lo <= x <= hi`` for a signed ``x`` (its raw bits) and constants ``lo``, ``hi``."""
-    bias = 1 << (len(x) - 1)             # x + bias, unsigned, is x with its sign bit inverted
-    return _within(x ^ bias, lo + bias, hi + bias)
-
-
-def _sum_above(a, n, limit):
-    """``a + n > limit`` for unsigned ``a``, ``n`` and a constant ``limit > 0``: an operand
-    with a bit at or above ``limit``'s width exceeds it alone, so the adder is that wide."""
-    k = max(1, int(limit).bit_length())
-    high = 0
-    for v in (a, n):
-        if len(v) > k:
-            high = high | (v[k:] != 0)
-    return high | _above((a[:k] + n[:k])[:k + 1], limit)
-
-
-def body_owners(queue, vector_unit=True):
-    """``{body bit: opcodes whose micro-op fields cover it}`` for ``uop_layout(queue)``.
-
-    A dispatched micro-op has zeros in the body bits its opcode's fields do not cover.
-    """
-    owners = {}
-    ops = [op for op in UOP_OPS[queue] if op is not Opcode.VECTOR or vector_unit]
-    for op in ops:
-        for b in range(data.Layout.cast(body_layout(op)).size):
-            owners.setdefault(b, set()).add(op)
-    for _name, field in data.Layout.cast(_config_body()):
-        for b in range(field.offset, field.offset + field.width):
-            owners.setdefault(b, set()).add(Opcode.CONFIG)
-    return owners
-
-
 def _used_mask(op):
     used = (1 << 8) - 1
     for name, field in data.Layout.cast(LAYOUTS[op]):

@@ -17,21 +17,22 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster
 from cocotbext.axi.axi_ram import AxiRamRead, AxiRamWrite
 from cocotbext.axi.memory import Memory
 
-from systolic.csr import CSR, CSR_MAP, field_mask
+from systolic.csr import (
+    CSR,
+    CSR_MAP,
+    CTRL_IRQ_ENABLE,
+    CTRL_SOFT_RESET,
+    CTRL_START,
+    IRQ_DONE,
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_ERROR,
+    STATUS_RESETTING,
+)
 
 __all__ = ["AcceleratorTB", "CheckedAxiRam", "RunTimeout", "ScoreboardError", "check_run",
            "CTRL_START", "CTRL_SOFT_RESET", "CTRL_IRQ_ENABLE", "STATUS_BUSY",
            "STATUS_DONE", "STATUS_ERROR", "STATUS_RESETTING"]
-
-
-CTRL_START = field_mask("CTRL", "START")
-CTRL_SOFT_RESET = field_mask("CTRL", "SOFT_RESET")
-CTRL_IRQ_ENABLE = field_mask("CTRL", "IRQ_ENABLE")
-STATUS_BUSY = field_mask("STATUS", "BUSY")
-STATUS_DONE = field_mask("STATUS", "DONE")
-STATUS_ERROR = field_mask("STATUS", "ERROR")
-STATUS_RESETTING = field_mask("STATUS", "RESETTING")
-IRQ_DONE = field_mask("IRQ_STATUS", "DONE")
 
 
 class RunTimeout(AssertionError):

@@ -6,7 +6,9 @@ The C header, the generated Markdown and the CSR block RTL all read this table.
 from dataclasses import dataclass
 
 __all__ = ["CsrField", "CsrRegister", "CSR_MAP", "CSR", "ID_MAGIC", "VERSION", "csr_markdown",
-           "id_words", "field_mask", "perf_name"]
+           "id_words", "field_mask", "perf_name", "CTRL_START", "CTRL_SOFT_RESET",
+           "CTRL_IRQ_ENABLE", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "STATUS_RESETTING",
+           "STATUS_ACC_OVERFLOW", "IRQ_DONE"]
 
 ID_MAGIC = 0x53595354  # "SYST"
 VERSION = 0x0001_0000  # major.minor, 16 bits each
@@ -106,6 +108,18 @@ def field_mask(reg, field):
     """The mask of field ``field`` of register ``reg`` (``field_mask("STATUS", "DONE")``)."""
     (f,) = [f for f in CSR[reg].fields if f.name == field]
     return ((1 << f.width) - 1) << f.lsb
+
+
+# the masks hosts and benches use most
+CTRL_START = field_mask("CTRL", "START")
+CTRL_SOFT_RESET = field_mask("CTRL", "SOFT_RESET")
+CTRL_IRQ_ENABLE = field_mask("CTRL", "IRQ_ENABLE")
+STATUS_BUSY = field_mask("STATUS", "BUSY")
+STATUS_DONE = field_mask("STATUS", "DONE")
+STATUS_ERROR = field_mask("STATUS", "ERROR")
+STATUS_RESETTING = field_mask("STATUS", "RESETTING")
+STATUS_ACC_OVERFLOW = field_mask("STATUS", "ACC_OVERFLOW")
+IRQ_DONE = field_mask("IRQ_STATUS", "DONE")
 
 
 def perf_name(reg):

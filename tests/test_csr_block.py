@@ -139,14 +139,21 @@ def test_rw_registers_ctrl_and_unmapped(perf):
     _run(dut, bench)
 
 
-def test_start_done_error_irq_w1c():
-    dut = CsrBlock(config=preset("tiny"))
-    strobes = {"start": 0, "soft_reset": 0}
+def _strobe_counter(dut):
+    """``(counts, process)``: the process counts the START and SOFT_RESET strobes."""
+    counts = {"start": 0, "soft_reset": 0}
 
     async def watch(ctx):
         async for _, _, start, soft in ctx.tick().sample(dut.start, dut.soft_reset):
-            strobes["start"] += start
-            strobes["soft_reset"] += soft
+            counts["start"] += start
+            counts["soft_reset"] += soft
+
+    return counts, watch
+
+
+def test_start_done_error_irq_w1c():
+    dut = CsrBlock(config=preset("tiny"))
+    strobes, watch = _strobe_counter(dut)
 
     async def bench(ctx):
         status, irqs = CSR["STATUS"].offset, CSR["IRQ_STATUS"].offset
@@ -241,12 +248,7 @@ def test_scoreboard_catches_one_wrong_byte():
 
 def test_strobe_and_w1c_fields_act_only_with_their_lane():
     dut = CsrBlock(config=preset("tiny"))
-    seen = {"start": 0, "soft_reset": 0}
-
-    async def watch(ctx):
-        async for _, _, start, soft in ctx.tick().sample(dut.start, dut.soft_reset):
-            seen["start"] += start
-            seen["soft_reset"] += soft
+    seen, watch = _strobe_counter(dut)
 
     async def bench(ctx):
         ctrl, irqs = CSR["CTRL"].offset, CSR["IRQ_STATUS"].offset

@@ -47,7 +47,7 @@ def axi_ram(mem, bus, nbytes, error_ranges=()):
                  "wready", "wdata", "wstrb")
         async for _, _, *values in ctx.tick().sample(*(getattr(bus, n) for n in names)):
             # handshakes at the edge just passed, sampled as the DUT saw them
-            s = dict(zip(names, values))
+            s = dict(zip(names, values, strict=True))
             if s["rvalid"] and s["rready"]:
                 rbeat = None
             if s["bvalid"] and s["bready"]:

@@ -9,7 +9,19 @@ accesses, so it runs unchanged against a simulated board.
 
 import time
 
-from ..csr import CSR, CSR_MAP, field_mask, id_words, perf_name
+from ..csr import (
+    CSR,
+    CSR_MAP,
+    CTRL_IRQ_ENABLE,
+    CTRL_SOFT_RESET,
+    CTRL_START,
+    STATUS_ACC_OVERFLOW,
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_ERROR,
+    id_words,
+    perf_name,
+)
 from ..isa import ErrorCode
 from .device import Device, DeviceError, DeviceResult
 from .protocol import Command, Link, LinkError
@@ -20,13 +32,6 @@ __all__ = ["SerialDevice", "DEFAULT_BAUD", "STATUS_BUSY", "STATUS_DONE", "STATUS
 DEFAULT_BAUD = 1_000_000
 
 
-STATUS_BUSY = field_mask("STATUS", "BUSY")
-STATUS_DONE = field_mask("STATUS", "DONE")
-STATUS_ERROR = field_mask("STATUS", "ERROR")
-STATUS_ACC_OVERFLOW = field_mask("STATUS", "ACC_OVERFLOW")
-CTRL_START = field_mask("CTRL", "START")
-CTRL_SOFT_RESET = field_mask("CTRL", "SOFT_RESET")
-CTRL_IRQ_ENABLE = field_mask("CTRL", "IRQ_ENABLE")
 _PERF = {perf_name(reg.name): reg.offset for reg in CSR_MAP if reg.perf}
 
 

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..csr import field_mask, perf_name
+from ..csr import STATUS_ACC_OVERFLOW, perf_name
 from ..isa import ErrorCode
 from .device import Device, DeviceError, DeviceResult
 
@@ -118,7 +118,7 @@ class VerilatorDevice(Device):
                 memory=r["memory"],
                 error=ErrorCode(code) if code in ErrorCode._value2member_map_ else code,
                 error_index=csrs["ERROR_INDEX"],
-                acc_overflow=bool(csrs["STATUS"] & field_mask("STATUS", "ACC_OVERFLOW")),
+                acc_overflow=bool(csrs["STATUS"] & STATUS_ACC_OVERFLOW),
                 perf=perf))
         return results
 
