@@ -248,7 +248,7 @@ PRESETS = {
     "icebreaker": AcceleratorConfig(
         name="icebreaker", rows=4, cols=4, sp_depth=256, acc_depth=128, param_rows=4,
         axi_data_width=32, postproc_lanes=1, requant_bits=16, vector_unit=False,
-        load_queue_depth=4, exec_queue_depth=4, store_queue_depth=4,
+        load_queue_depth=2, exec_queue_depth=2, store_queue_depth=2, perf_counters=False,
     ),
     "ulx3s": AcceleratorConfig(
         name="ulx3s", rows=8, cols=8, sp_depth=1024, acc_depth=256, axi_data_width=32,
