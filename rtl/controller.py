@@ -5,6 +5,7 @@ from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
 from systolic.isa import CONFIG_QUEUE, INSTR_BYTES, MAX_TOKENS, ErrorCode, Opcode, Queue
 
@@ -154,6 +155,84 @@ class _Fifo(Elaboratable):
         return m
 
 
+class _FetchBuffer(Elaboratable):
+    """Instruction words between fetch and decode, in one memory of ``segments`` narrow
+    segments per word (``WORD_KEPT + 2`` bits split evenly), one address per segment.
+
+    A word offered on ``w_valid`` is written one segment per cycle; ``w_ready`` rises with
+    its last segment (the offer stays stable meanwhile, as on a stream). Room must be
+    reserved before words are requested: ``w_valid`` is not gated by a full buffer.
+    Reading gathers the head word's segments, all but the last in a register, the last
+    at the memory's read port: ``r_rdy`` is high once they are all read and ``r_data``
+    is the word until ``r_en``; a following word already stored starts being read in
+    the cycle of ``r_en``, so a word takes ``segments`` cycles. ``clear`` empties the
+    buffer.
+    """
+
+    def __init__(self, width, depth, segments):
+        self.width, self.depth, self.segments = width, depth, segments
+        self.seg_width = -(-width // segments)
+        self.w_data = Signal(width)
+        self.w_valid = Signal()
+        self.w_ready = Signal()
+        self.r_data = Signal(width)
+        self.r_rdy = Signal()
+        self.r_en = Signal()
+        self.level = Signal(range(depth + 1))     # words written and not yet read out
+        self.clear = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        n, sw, last = self.segments, self.seg_width, self.segments - 1
+        mem = m.submodules.storage = Memory(shape=sw, depth=self.depth * n, init=[],
+                                            attrs={"no_rw_check": 1})
+        wp = mem.write_port()
+        rp = mem.read_port(domain="sync")
+        produce = Signal(range(self.depth))
+        consume = Signal(range(self.depth))
+        padded = Signal(sw * n)
+        m.d.comb += padded.eq(self.w_data)
+        w_seg = Signal(range(n))
+        if n > 1:
+            m.d.comb += [wp.data.eq(padded.word_select(w_seg, sw)),
+                         wp.addr.eq(Cat(w_seg, produce)),
+                         self.w_ready.eq(w_seg == last)]
+            with m.If(self.w_valid):
+                m.d.sync += w_seg.eq(Mux(w_seg == last, 0, w_seg + 1))
+        else:
+            m.d.comb += [wp.data.eq(padded), wp.addr.eq(produce), self.w_ready.eq(1)]
+        m.d.comb += wp.en.eq(self.w_valid)
+        stored = self.w_valid & self.w_ready
+
+        # r_seg: segments of the head word read so far (the last one's data is at the port)
+        r_seg = Signal(range(n + 1))
+        m.d.comb += self.r_rdy.eq(r_seg == n)
+        head_stored = self.level != 0
+        nxt = Signal(range(self.depth))
+        m.d.comb += nxt.eq(Mux(consume == self.depth - 1, 0, consume + 1))
+        gathered = [Signal(sw, name=f"segment{i}") for i in range(last)]
+        m.d.comb += self.r_data.eq(Cat(*gathered, rp.data))
+        with m.If(self.r_en):
+            # the next word, if stored, starts now
+            m.d.comb += [rp.en.eq(self.level > 1), rp.addr.eq(Cat(Const(0, range(n)), nxt)
+                                                               if n > 1 else nxt)]
+            m.d.sync += [consume.eq(nxt), r_seg.eq(self.level > 1)]
+        with m.Elif(~self.r_rdy & head_stored):
+            m.d.comb += [rp.en.eq(1),
+                         rp.addr.eq(Cat(r_seg[:len(w_seg)], consume) if n > 1 else consume)]
+            m.d.sync += r_seg.eq(r_seg + 1)
+            for i, g in enumerate(gathered):
+                with m.If(r_seg == i + 1):
+                    m.d.sync += g.eq(rp.data)
+        with m.If(stored):
+            m.d.sync += produce.eq(Mux(produce == self.depth - 1, 0, produce + 1))
+        m.d.sync += self.level.eq(self.level + stored - self.r_en)
+        with m.If(self.clear):
+            m.d.sync += [produce.eq(0), consume.eq(0), r_seg.eq(0), self.level.eq(0),
+                         w_seg.eq(0)]
+        return m
+
+
 class Controller(wiring.Component):
     """Fetch, decode and dispatch; see ``docs/accelerator.md`` for the timing.
 
@@ -255,34 +334,38 @@ class Controller(wiring.Component):
         # -- fetch ----------------------------------------------------------------------------
         # A word keeps its first WORD_KEPT bits, with bit WORD_KEPT standing for the bits
         # above (reserved in every layout, so only their OR matters to decode), and the
-        # fetch error: 118 bits, eight iCE40 block RAMs instead of nine.
-        m.submodules.ibuf = ibuf = _Fifo(WORD_KEPT + 2, FETCH_BUFFER, memory=True)
-        fetch_index = Signal(32)      # next word to request
+        # fetch error: 118 bits. With a 32-bit bus a word arrives over 4 beats anyway, so
+        # the buffer stores it as 4 segments of 30 bits (two iCE40 block RAMs).
+        segments = 4 if c.axi_data_width == 32 else 1
+        m.submodules.ibuf = ibuf = _FetchBuffer(WORD_KEPT + 2, FETCH_BUFFER, segments)
+        left = Signal(32)             # words not yet requested
+        shift = exact_log2(INSTR_BYTES)
+        fetch_addr = Signal(32 - shift)   # word address of the next request
         in_flight = Signal(range(FETCH_BUFFER + 1))
         fetching = Signal()
         free = Signal(range(FETCH_BUFFER + 1))
         m.d.comb += free.eq(FETCH_BUFFER - ibuf.level - in_flight)
-        remaining = Signal(32)
-        m.d.comb += remaining.eq(self.prog_len - fetch_index)
         count = Signal(range(FETCH_CHUNK + 1))
-        m.d.comb += count.eq(Mux(remaining < FETCH_CHUNK, remaining, FETCH_CHUNK))
-        base = Signal(32)
+        m.d.comb += count.eq(Mux(left[2:] == 0, left[:3], FETCH_CHUNK))
         m.d.comb += [
-            self.fetch_cmd.valid.eq(running & ~stopping & ~fetching & (remaining != 0)
+            self.fetch_cmd.valid.eq(running & ~stopping & ~fetching & (left != 0)
                                     & (free >= FETCH_CHUNK)),
-            self.fetch_cmd.p.addr.eq(base + fetch_index * INSTR_BYTES),
+            self.fetch_cmd.p.addr.eq(Cat(Const(0, shift), fetch_addr)),
             self.fetch_cmd.p.count.eq(count),
         ]
         with m.If(self.fetch_cmd.valid & self.fetch_cmd.ready):
-            m.d.sync += [fetching.eq(1), fetch_index.eq(fetch_index + count)]
-        word_in = self.fetch_words.valid & self.fetch_words.ready
+            m.d.sync += [fetching.eq(1), left.eq(left - count),
+                         fetch_addr.eq(fetch_addr + count)]
+        # words of a stopped program still arriving are dropped
+        keep = running & ~stopping
         m.d.comb += [
-            self.fetch_words.ready.eq(1),           # room reserved when the command left
-            ibuf.w_en.eq(word_in & running),
+            ibuf.w_valid.eq(self.fetch_words.valid & keep),
+            self.fetch_words.ready.eq(ibuf.w_ready | ~keep),   # room reserved at command
             ibuf.w_data.eq(Cat(self.fetch_words.p.data[:WORD_KEPT],
                                self.fetch_words.p.data[WORD_KEPT:] != 0,
                                self.fetch_words.p.error)),
         ]
+        word_in = self.fetch_words.valid & self.fetch_words.ready
         with m.If(word_in & self.fetch_words.p.last):
             m.d.sync += fetching.eq(0)
         m.d.sync += in_flight.eq(in_flight
@@ -352,8 +435,8 @@ class Controller(wiring.Component):
                                                   + dec.pushes[i])
             with m.Else():
                 m.d.comb += self.stall_fetch.eq(1)
-        with m.If(running & ~stopping & ~ibuf.r_rdy & (index == self.prog_len)
-                  & (fetch_index == self.prog_len) & ~fetching):
+        # every word requested, arrived and dispatched: index is PROG_LEN
+        with m.If(running & ~stopping & (ibuf.level == 0) & (left == 0) & ~fetching):
             report(ErrorCode.PROGRAM_END, index)
             m.d.sync += stopping.eq(1)
         # instructions retire at dispatch (in program order, at most one per cycle)
@@ -414,11 +497,9 @@ class Controller(wiring.Component):
             m.d.sync += running.eq(0)
 
         with m.If(self.start):
+            m.d.comb += ibuf.clear.eq(1)
             m.d.sync += [running.eq(1), stopping.eq(0), err_valid.eq(0), index.eq(0),
-                         fetch_index.eq(0), base.eq(self.prog_addr & ~(INSTR_BYTES - 1))]
+                         left.eq(self.prog_len), fetch_addr.eq(self.prog_addr[shift:])]
             m.d.sync += [t.eq(0) for t in dec_tokens.values()]
             m.d.sync += [t.eq(0) for t in tokens.values()]
-        # words of a stopped program still arriving are dropped
-        with m.If(stopping & ibuf.r_rdy):
-            m.d.comb += ibuf.r_en.eq(1)
         return m

@@ -22,7 +22,8 @@ def _program(n_nops):
 
 
 def _run(words, script):
-    """Run the controller on ``words`` (served by a fetch model one word per cycle) while
+    """Run the controller on ``words`` (served by a fetch model that offers one word per
+    cycle and holds it until the controller takes it) while
     ``script(ctx, ctrl, state)`` plays the load unit; returns the state dict (instret
     count, done strobe, error code and index)."""
     ctrl = Controller(config=CONFIG)
@@ -36,13 +37,17 @@ def _run(words, script):
             ctx.set(ctrl.fetch_cmd.ready, 1)
             ctx.set(ctrl.fetch_words.valid, 0)
             if pending:
-                word, last = pending.pop(0)
+                word, last = pending[0]
                 ctx.set(ctrl.fetch_words.p, {"data": word, "error": 0, "last": last})
                 ctx.set(ctrl.fetch_words.valid, 1)
             # values just before the clock edge, after the other bench's changes
-            _, _, cmd_valid, addr, count, instret, done, code, index = await ctx.tick().sample(
-                ctrl.fetch_cmd.valid, ctrl.fetch_cmd.p.addr, ctrl.fetch_cmd.p.count,
-                ctrl.instret, ctrl.done, ctrl.error_code, ctrl.error_index)
+            _, _, cmd_valid, addr, count, taken, instret, done, code, index = (
+                await ctx.tick().sample(
+                    ctrl.fetch_cmd.valid, ctrl.fetch_cmd.p.addr, ctrl.fetch_cmd.p.count,
+                    ctrl.fetch_words.ready, ctrl.instret, ctrl.done, ctrl.error_code,
+                    ctrl.error_index))
+            if pending and taken:
+                pending.pop(0)
             state["instret"] += instret
             if done:
                 state["done"] = (code, index)
@@ -90,10 +95,10 @@ def test_decode_stays_within_reach_and_error_index_is_full():
 
     async def script(ctx, ctrl, state):
         ctx.set(ctrl.units_idle, 0)
-        await ctx.tick().repeat(6 * REACH)          # the load unit does not take anything
+        await ctx.tick().repeat(12 * REACH)         # the load unit does not take anything
         seen["stalled_at"] = state["instret"]
         assert await _take(ctx, ctrl) == Opcode.LOAD
-        await ctx.tick().repeat(2 * REACH)
+        await ctx.tick().repeat(8 * REACH)
         seen["after_first"] = state["instret"]
         assert await _take(ctx, ctrl) == Opcode.LOAD
         await ctx.tick().repeat(20)
