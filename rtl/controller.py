@@ -187,7 +187,11 @@ class _FetchBuffer(Elaboratable):
         mem = m.submodules.storage = Memory(shape=sw, depth=self.depth * n, init=[],
                                             attrs={"no_rw_check": 1})
         wp = mem.write_port()
-        rp = mem.read_port(domain="sync")
+        # ``no_rw_check``: this register becomes the block RAM's read register without
+        # read-during-write emulation (a slot is not read while it is written)
+        rp = mem.read_port(domain="comb")
+        read = Signal(sw, reset_less=True)
+        m.d.sync += read.eq(rp.data)
         produce = Signal(range(self.depth))
         consume = Signal(range(self.depth))
         padded = Signal(sw * n)
@@ -211,19 +215,21 @@ class _FetchBuffer(Elaboratable):
         nxt = Signal(range(self.depth))
         m.d.comb += nxt.eq(Mux(consume == self.depth - 1, 0, consume + 1))
         gathered = [Signal(sw, name=f"segment{i}") for i in range(last)]
-        m.d.comb += self.r_data.eq(Cat(*gathered, rp.data))
+        m.d.comb += self.r_data.eq(Cat(*gathered, read))
+        # the port reads every cycle: the head's last segment stays at it while r_rdy
+        seg = Signal(range(n))
+        m.d.comb += seg.eq(Mux(self.r_rdy, last, r_seg))
         with m.If(self.r_en):
             # the next word, if stored, starts now
-            m.d.comb += [rp.en.eq(self.level > 1), rp.addr.eq(Cat(Const(0, range(n)), nxt)
-                                                               if n > 1 else nxt)]
+            m.d.comb += rp.addr.eq(Cat(Const(0, len(seg)), nxt))
             m.d.sync += [consume.eq(nxt), r_seg.eq(self.level > 1)]
-        with m.Elif(~self.r_rdy & head_stored):
-            m.d.comb += [rp.en.eq(1),
-                         rp.addr.eq(Cat(r_seg[:len(w_seg)], consume) if n > 1 else consume)]
-            m.d.sync += r_seg.eq(r_seg + 1)
-            for i, g in enumerate(gathered):
-                with m.If(r_seg == i + 1):
-                    m.d.sync += g.eq(rp.data)
+        with m.Else():
+            m.d.comb += rp.addr.eq(Cat(seg, consume))
+            with m.If(~self.r_rdy & head_stored):
+                m.d.sync += r_seg.eq(r_seg + 1)
+                for i, g in enumerate(gathered):
+                    with m.If(r_seg == i + 1):
+                        m.d.sync += g.eq(read)
         with m.If(stored):
             m.d.sync += produce.eq(Mux(produce == self.depth - 1, 0, produce + 1))
         m.d.sync += self.level.eq(self.level + stored - self.r_en)
@@ -400,9 +406,13 @@ class Controller(wiring.Component):
         # the head of a tagged queue at the largest distance its tag can tell: wait
         far = 0
         distance = {}   # instructions decoded since a tagged queue's head
+        head_tag = {}   # index bits of a tagged queue's head
+        borrow = {}     # head_tag above index's low bits: the head is from the previous wrap
         for q in TAGGED:
-            distance[q] = Signal(TAG_BITS, name=f"distance_{q.name.lower()}")
-            m.d.comb += distance[q].eq(index - fifos[q].r_data[len(stored[q]):])
+            head_tag[q] = fifos[q].r_data[len(stored[q]):]
+            diff = Signal(TAG_BITS + 1, name=f"diff_{q.name.lower()}")
+            m.d.comb += diff.eq(index[:TAG_BITS] - head_tag[q])
+            distance[q], borrow[q] = diff[:TAG_BITS], diff[TAG_BITS]
             far = far | (fifos[q].r_rdy & (distance[q] == 2 ** TAG_BITS - 1))
         dispatch = Signal()
         with m.If(head):
@@ -468,7 +478,7 @@ class Controller(wiring.Component):
             if q in TAGGED:
                 taken = held[q] = Signal(32, name=f"taken_{q.name.lower()}")
                 with m.If(take[q]):
-                    m.d.sync += taken.eq(index - distance[q])
+                    m.d.sync += taken.eq(Cat(head_tag[q], index[TAG_BITS:] - borrow[q]))
             with m.If(f.r_rdy & ~ok):
                 m.d.comb += self.stall_token.eq(1)
         for ch in CHANNEL_ORDER:
@@ -490,15 +500,16 @@ class Controller(wiring.Component):
         finished = Signal()
         m.d.comb += finished.eq(running & stopping & empty & self.units_idle & ~fetching
                                 & (in_flight == 0) & (self.unit_error == 0))
+        # valid with done: NONE and 0 unless an error was recorded since START
+        m.d.comb += [self.error_code.eq(err_code), self.error_index.eq(err_index)]
         with m.If(finished):
-            m.d.comb += [self.done.eq(1),
-                         self.error_code.eq(Mux(err_valid, err_code, ErrorCode.NONE)),
-                         self.error_index.eq(Mux(err_valid, err_index, 0))]
+            m.d.comb += self.done.eq(1)
             m.d.sync += running.eq(0)
 
         with m.If(self.start):
             m.d.comb += ibuf.clear.eq(1)
             m.d.sync += [running.eq(1), stopping.eq(0), err_valid.eq(0), index.eq(0),
+                         err_code.eq(ErrorCode.NONE), err_index.eq(0),
                          left.eq(self.prog_len), fetch_addr.eq(self.prog_addr[shift:])]
             m.d.sync += [t.eq(0) for t in dec_tokens.values()]
             m.d.sync += [t.eq(0) for t in tokens.values()]
