@@ -34,6 +34,11 @@ def _bits(n):
     return max(1, int(n).bit_length())
 
 
+def _step(counter, up, down):
+    """``counter + up - down`` for one-bit ``up``, ``down``: one adder of +1, -1 or 0."""
+    return (counter + Cat(up ^ down, (down & ~up).replicate(len(counter) - 1)))[:len(counter)]
+
+
 def stored_bits(config, queue):
     """Bit positions of ``uop_layout(queue)`` that a dispatched micro-op may set.
 
@@ -441,8 +446,8 @@ class Controller(wiring.Component):
                 for q in QUEUES:
                     m.d.comb += fifos[q].w_en.eq(dec.queue == q.value)
                 for i, ch in enumerate(CHANNEL_ORDER):
-                    m.d.sync += dec_tokens[ch].eq(dec_tokens[ch] - dec.pops[i]
-                                                  + dec.pushes[i])
+                    m.d.sync += dec_tokens[ch].eq(_step(dec_tokens[ch], dec.pushes[i],
+                                                        dec.pops[i]))
             with m.Else():
                 m.d.comb += self.stall_fetch.eq(1)
         # every word requested, arrived and dispatched: index is PROG_LEN
@@ -454,7 +459,10 @@ class Controller(wiring.Component):
             m.d.comb += self.instret.eq(1)
 
         # -- execution-side tokens and queue heads --------------------------------------------
-        tokens = {ch: Signal(10, name=f"tok_{ch}") for ch in CHANNEL_ORDER}
+        # at most MAX_TOKENS decoded pushes ahead of the decoded pops, and the pops still
+        # in the consumer's queue (at most its depth): 9 bits
+        tokens = {ch: Signal(range(MAX_TOKENS + 64 + 1), name=f"tok_{ch}")
+                  for ch in CHANNEL_ORDER}
         take = {}
         held = {}       # full index of the micro-op each tagged unit took last
         for q in QUEUES:
@@ -486,7 +494,7 @@ class Controller(wiring.Component):
             cq, cflag = _CONSUMER[ch]
             pushed = self.push[pq.value][0 if pflag == "push_prev" else 1]
             popped = take[cq] & getattr(heads[cq], cflag)
-            m.d.sync += tokens[ch].eq(tokens[ch] + pushed - popped)
+            m.d.sync += tokens[ch].eq(_step(tokens[ch], pushed, popped))
 
         for q in TAGGED:
             with m.If(self.unit_error[q.value]):

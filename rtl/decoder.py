@@ -243,6 +243,8 @@ class Decoder(wiring.Component):
             return ~_within(n, 1, MAX_ROWS)
 
         bad = Signal()
+        load_pads = Signal(5)
+        m.d.comb += load_pads.eq(views[Opcode.LOAD].pad_top + views[Opcode.LOAD].pad_bottom)
         mmax = (1 << (c.requant_bits - 1)) - 1
         ld, st, mm, vec = (views[o] for o in (Opcode.LOAD, Opcode.STORE, Opcode.MATMUL,
                                               Opcode.VECTOR))
@@ -274,7 +276,7 @@ class Decoder(wiring.Component):
             with m.Case(Opcode.LOAD):
                 dest = ld.dest.as_value()
                 n = ld.n_rows
-                pads = ld.pad_top + ld.pad_bottom
+                pads = load_pads
                 span = ld.pad_left + ld.length
                 m.d.comb += bad.eq((dest == 3) | rows_bad(n)
                                    | ((n[len(pads):] == 0) & (pads > n[:len(pads)]))
@@ -333,7 +335,7 @@ class Decoder(wiring.Component):
             ]
         with m.Else():
             rows_m = Signal(signed(15))
-            m.d.comb += rows_m.eq(ld.n_rows - ld.pad_top - ld.pad_bottom)
+            m.d.comb += rows_m.eq(ld.n_rows - load_pads)
             m.d.comb += [
                 ext_addr.eq(ld.dram_addr), ext_stride.eq(ld.stride),
                 ext_rows.eq(rows_m.as_unsigned()[:13]),

@@ -25,11 +25,11 @@ def _run(words, script):
     """Run the controller on ``words`` (served by a fetch model that offers one word per
     cycle and holds it until the controller takes it) while
     ``script(ctx, ctrl, state)`` plays the load unit; returns the state dict (instret
-    count, done strobe, error code and index)."""
+    count, done strobe, error code and index, and the cycles each word was offered)."""
     ctrl = Controller(config=CONFIG)
     sim = Simulator(ctrl)
     sim.add_clock(1e-6)
-    state = {"instret": 0, "done": None}
+    state = {"instret": 0, "done": None, "offered": 0, "held": []}
 
     async def fetch(ctx):
         pending = []
@@ -46,8 +46,12 @@ def _run(words, script):
                     ctrl.fetch_cmd.valid, ctrl.fetch_cmd.p.addr, ctrl.fetch_cmd.p.count,
                     ctrl.fetch_words.ready, ctrl.instret, ctrl.done, ctrl.error_code,
                     ctrl.error_index))
-            if pending and taken:
-                pending.pop(0)
+            if pending:
+                state["offered"] += 1
+                if taken:
+                    pending.pop(0)
+                    state["held"].append(state["offered"])
+                    state["offered"] = 0
             state["instret"] += instret
             if done:
                 state["done"] = (code, index)
@@ -161,3 +165,20 @@ def test_queue_head_body_is_the_micro_op():
     assert (sync_op, sync_body) == (Opcode.SYNC, 0)
     assert cfg_op == Opcode.CONFIG and (reg, value) == (3, -3)
     assert cfg_body == 3 | ((-3) & 0xFFFF_FFFF) << 8
+
+
+def test_fetch_word_held_while_its_segments_are_written():
+    """With a 32-bit bus the buffer writes a word as 4 segments: a word offered back to
+    back is taken in its fourth cycle, and decode still sees every word whole."""
+    words = _program(n_nops=6)
+
+    async def script(ctx, ctrl, state):
+        assert await _take(ctx, ctrl) == Opcode.LOAD
+        assert await _take(ctx, ctrl) == Opcode.LOAD
+        await ctx.tick().repeat(100)
+
+    state = _run(words, script)
+    assert state["held"] == [4] * len(words)
+    assert state["instret"] == len(words)
+    code, index = state["done"]
+    assert (ErrorCode(code), index) == (ErrorCode.NONE, 0)
