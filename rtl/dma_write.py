@@ -96,8 +96,11 @@ class WriteEngine(wiring.Component):
         pos = addr[:lg]          # the lane of the chunk's first byte, in both bursts
         if C == 1:
             nbytes = Const(1, 1)
-            strb = Const(1, B) << pos
-            wdata = Cat(*[rows.p.data] * B)
+            strb = (Const(1, B) << pos)[:B]
+            # The byte on every lane would do; lanes above 0 carry it only where strobed,
+            # so that no output bit is a plain copy of another (a false loop to Verilator).
+            wdata = Cat(rows.p.data,
+                        *[rows.p.data & strb[t].replicate(8) for t in range(1, B)])
             final = Const(1)
         else:
             # Chunk byte j goes to lane (pos + j) mod B; `lanes` marks the chunk's bytes
