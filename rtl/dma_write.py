@@ -1,15 +1,16 @@
 """DMA write engine: STORE data over the AXI4 write channels, one chunk at a time.
 
-The store unit streams each row as chunks of at most ``chunk_bytes(config)`` bytes with
-the row's address; the engine writes every chunk as single-beat INCR bursts (one AW and
-one W each), the chunk rotated to its byte lanes and masked by byte strobes. A chunk that
+The store unit streams its data as chunks of at most ``chunk_bytes(config)`` bytes, each
+with its byte address; the engine writes every chunk as a single-beat INCR burst (one AW
+and one W), the chunk rotated to its byte lanes and masked by byte strobes. A chunk that
 straddles two bus words takes two bursts. Single beats never cross a 4 KiB boundary,
-whatever the address and the stride.
+whatever the address.
 
 Latency and throughput: a chunk's AW and W are offered in the cycle it arrives (both
 ``valid`` together, no wait for either ``ready``), and the chunk is taken when both were
 accepted; one burst per cycle while the bus is ready. ``store_done`` answers
-``store_cmd`` (the end of a STORE's data) once every B response has arrived.
+``store_cmd`` (the end of a STORE's data) once every B response has arrived, in the same
+cycle when none is owed.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
@@ -18,11 +19,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from .axi import AXI4Signature, Burst
-from .dma_common import check_config, row_bytes
+from .dma_common import check_config
 
-__all__ = ["StoreCmd", "WriteEngine", "chunk_bytes", "chunk_layout", "MAX_PENDING_WRITES"]
-
-MAX_PENDING_WRITES = 15   # bursts whose B response is owed before AW waits
+__all__ = ["StoreCmd", "WriteEngine", "chunk_bytes", "chunk_layout", "max_pending_writes"]
 
 #: Payload of ``store_cmd``, the end of a STORE's data: nothing but the handshake.
 StoreCmd = data.StructLayout({})
@@ -34,44 +33,46 @@ def chunk_bytes(config):
     return 1 if config.lanes == 1 else config.axi_bytes
 
 
+def max_pending_writes(config):
+    """Bursts whose B response may be owed before AW waits: 1 with one post-processing
+    lane (a chunk every few cycles at best), else 15."""
+    return 1 if config.lanes == 1 else 15
+
+
 def chunk_layout(config):
     """Layout of one chunk: ``data`` (``nbytes`` valid bytes from byte 0; ``nbytes`` is
-    1..``chunk_bytes``, always 1 when that is 1), ``last`` (the row's last chunk) and
-    ``addr`` (the row's byte address: the same for every chunk of a row)."""
+    0..``chunk_bytes``, and ignored, the chunk being one byte, when that is 1) and
+    ``addr`` (the byte address of data's byte 0)."""
     c = chunk_bytes(config)
-    return data.StructLayout({"data": 8 * c, "nbytes": bits_for(c), "last": 1, "addr": 32})
+    return data.StructLayout({"data": 8 * c, "nbytes": bits_for(c), "addr": 32})
 
 
 class WriteEngine(wiring.Component):
     """The DMA write engine.
 
-    A row's chunks follow each other without gaps in memory: chunk ``j`` of a row starts
-    at ``addr`` plus the bytes of the chunks before it in the row.
-
     Parameters
     ----------
     config : AcceleratorConfig
-        Gives ``axi_data_width`` (bus width), the chunk width and the longest row.
+        Gives ``axi_data_width`` (bus width) and, with ``lanes``, the chunk width.
 
     Members
     -------
     bus : Out(AXI4Signature)
         The AW, W and B channels are driven; AR and R are idle.
     store_rows : In(stream.Signature(chunk_layout(config)))
-        The chunks to write, in order; a row has at most ``row_bytes(config)`` bytes.
+        The chunks to write, in order.
     store_cmd : In(stream.Signature(StoreCmd))
-        The end of a STORE's data, sent after its last chunk was taken.
+        The end of a STORE's data, raised after its last chunk was taken.
     store_done : Out(stream.Signature(Struct(error: 1)))
-        One result per ``store_cmd``, after the last B response; ``error`` when any B
-        response since the previous result was SLVERR or DECERR (every chunk is still
-        written).
+        The result, valid while ``store_cmd`` is and no B response is owed; both streams
+        complete in the same cycle. ``error`` when any B response since the previous
+        result was SLVERR or DECERR (every chunk is still written).
     """
 
     def __init__(self, config):
         check_config(config)
         self.config = config
         self.chunk = chunk_bytes(config)
-        self.row_bytes = row_bytes(config)
         super().__init__({
             "bus": Out(AXI4Signature.from_config(config)),
             "store_cmd": In(stream.Signature(StoreCmd)),
@@ -87,34 +88,32 @@ class WriteEngine(wiring.Component):
         bus = self.bus
         rows = self.store_rows
 
-        # Byte address of the chunk: the row's address plus the bytes sent of the row; the
-        # second burst of a straddling chunk is one bus word further.
-        boff = Signal(range(self.row_bytes + 1))
+        # The second burst of a straddling chunk is one bus word further.
         split = Signal()
-        addr = Signal(32)
-        m.d.comb += addr.eq(rows.p.addr + Cat(boff, Const(0, 1)) + (split << lg))
-        pos = addr[:lg]          # the lane of the chunk's first byte, in both bursts
+        addr = rows.p.addr
+        pos = addr[:lg]          # the lane of the chunk's first byte
         if C == 1:
-            nbytes = Const(1, 1)
             strb = (Const(1, B) << pos)[:B]
             # The byte on every lane would do; lanes above 0 carry it only where strobed,
             # so that no output bit is a plain copy of another (a false loop to Verilator).
             wdata = Cat(rows.p.data,
                         *[rows.p.data & strb[t].replicate(8) for t in range(1, B)])
             final = Const(1)
+            word = addr[lg:]
         else:
             # Chunk byte j goes to lane (pos + j) mod B; `lanes` marks the chunk's bytes
             # over two bus words, the first burst taking the low word.
-            nbytes = rows.p.nbytes
             lanes = Signal(2 * B)
-            m.d.comb += lanes.eq(((Const(1, B + 1) << nbytes) - 1) << pos)
+            m.d.comb += lanes.eq(((Const(1, B + 1) << rows.p.nbytes) - 1) << pos)
             strb = Mux(split, lanes[B:], lanes[:B])
             ext = Cat(rows.p.data, Const(0, 8 * (B - C)))
             wdata = (Cat(ext, ext) << (pos * 8))[8 * B:16 * B]
             final = split | (lanes[B:] == 0)
+            word = addr[lg:] + split
 
-        pending = Signal(range(MAX_PENDING_WRITES + 1))
-        room = pending != MAX_PENDING_WRITES
+        most = max_pending_writes(self.config)
+        pending = Signal(range(most + 1))
+        room = pending != most
         aw_done = Signal()
         w_done = Signal()
         aw_go = bus.awvalid & bus.awready
@@ -122,7 +121,7 @@ class WriteEngine(wiring.Component):
         part_go = rows.valid & (aw_done | aw_go) & (w_done | w_go)
         m.d.comb += [
             bus.awvalid.eq(rows.valid & ~aw_done & room),
-            bus.awaddr.eq(Cat(Const(0, lg), addr[lg:])),
+            bus.awaddr.eq(Cat(Const(0, lg), word)),
             bus.awlen.eq(0),
             bus.awsize.eq(lg),
             bus.awburst.eq(Burst.INCR),
@@ -136,27 +135,22 @@ class WriteEngine(wiring.Component):
         ]
         with m.If(part_go):
             m.d.sync += [aw_done.eq(0), w_done.eq(0), split.eq(~final)]
-            with m.If(final):
-                m.d.sync += boff.eq(Mux(rows.p.last, 0, boff + nbytes))
         with m.Else():
             m.d.sync += [aw_done.eq(aw_done | aw_go), w_done.eq(w_done | w_go)]
 
         # -- B and the result ----------------------------------------------------------------
         error = Signal()
-        ending = Signal()
         b_go = bus.bvalid & bus.bready
         m.d.comb += bus.bready.eq(1)
         m.d.sync += pending.eq(pending + aw_go - b_go)
-        with m.If(b_go & bus.bresp[1]):
-            m.d.sync += error.eq(1)
         cmd, done = self.store_cmd, self.store_done
         m.d.comb += [
-            cmd.ready.eq(~ending),
-            done.valid.eq(ending & (pending == 0)),
+            done.valid.eq(cmd.valid & (pending == 0)),
             done.p.error.eq(error),
+            cmd.ready.eq(done.ready & (pending == 0)),
         ]
-        with m.If(cmd.valid & cmd.ready):
-            m.d.sync += ending.eq(1)
+        with m.If(b_go & bus.bresp[1]):
+            m.d.sync += error.eq(1)
         with m.If(done.valid & done.ready):
-            m.d.sync += [ending.eq(0), error.eq(0)]
+            m.d.sync += error.eq(0)
         return m

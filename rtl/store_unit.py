@@ -12,27 +12,33 @@ from .dma_write import StoreCmd, chunk_bytes, chunk_layout
 from .load_unit import UnitSignature
 from .scratchpad import ReadPortSignature, check_config
 
-__all__ = ["StoreUnit", "MAX_ROWS_IN_FLIGHT", "narrow_bound"]
+__all__ = ["StoreUnit", "max_rows_in_flight", "narrow_bound"]
 
-MAX_ROWS_IN_FLIGHT = 7  # rows read and not yet handed to the write engine, at most
+
+def max_rows_in_flight(config):
+    """Rows read and not yet handed to the write engine, at most: 1 with one
+    post-processing lane (a row takes several cycles per element anyway: the next row is
+    read once the last chunk of the previous one was taken), else 7 (enough for one row
+    every 2 cycles through the post-processor's pipeline)."""
+    return 1 if config.lanes == 1 else 7
 
 
 def narrow_bound(value):
-    """The 11-bit form a clamp bound is kept in: ``value`` itself in -1024..1023, else
-    its low byte above 767 (large) or below -768 (very negative).
+    """The 10-bit form a clamp bound is kept in: ``value`` itself in -512..511, else its
+    low byte above 255 (large) or below -256 (very negative).
 
     Outputs are bytes of a type whose range lies in -128..255, so a bound acts only by
     its side of that range and its low byte (a bound outside the range that wins the
     clamp gives its low byte); the narrow form keeps both.
     """
-    if -1024 <= value < 1024:
+    if -512 <= value < 512:
         return value
-    return (768 if value > 0 else -1024) + (value & 0xFF)
+    return (256 if value > 0 else -512) + (value & 0xFF)
 
 
 def _narrow_bound(v):
-    inside = (v[10:] == 0) | (v[10:] == (1 << 22) - 1)
-    return Mux(inside, v[:11], Cat(v[:8], Mux(v[31], Const(0b001, 3), Const(0b011, 3))))
+    inside = (v[9:] == 0) | (v[9:] == (1 << 23) - 1)
+    return Mux(inside, v[:10], Cat(v[:8], Mux(v[31], Const(0b10, 2), Const(0b01, 2))))
 
 
 class StoreUnit(wiring.Component):
@@ -58,7 +64,7 @@ class StoreUnit(wiring.Component):
 
     CONFIG values are kept as narrow as the post-processor reads them: the multiplier in
     ``requant_bits - 1`` bits, the shift in 6, the activation in 2, the clamp bounds in
-    the 11-bit form of :func:`narrow_bound` (the same outputs); the zero point whole.
+    the 10-bit form of :func:`narrow_bound` (the same outputs); the zero point whole.
 
     Parameters
     ----------
@@ -113,8 +119,8 @@ class StoreUnit(wiring.Component):
             ConfigReg.REQ_SHIFT: (len(s.shift), lambda v: v),
             ConfigReg.REQ_ZP: (signed(32), lambda v: v),
             ConfigReg.ACTIVATION: (len(s.activation), lambda v: v),
-            ConfigReg.CLAMP_LO: (signed(11), _narrow_bound),
-            ConfigReg.CLAMP_HI: (signed(11), _narrow_bound),
+            ConfigReg.CLAMP_LO: (signed(10), _narrow_bound),
+            ConfigReg.CLAMP_HI: (signed(10), _narrow_bound),
         }
         reg = {}
         for r, (shape, narrow) in regs.items():
@@ -127,8 +133,10 @@ class StoreUnit(wiring.Component):
 
         # -- the STORE being run ---------------------------------------------------------------
         st_fields = self.uop.p.body.store
-        from_sp = Signal()
+        # The out type, or 3 (which the decoder rejects) for a scratchpad source.
         out_type = Signal.like(st_fields.out_type)
+        from_sp = Signal()
+        m.d.comb += from_sp.eq(out_type == 3)
         per_channel = Signal()
         length = Signal(bits_for(max(cfg.cols, cfg.sp_width)))
         param_addr = Signal.like(s.param_addr)
@@ -138,9 +146,12 @@ class StoreUnit(wiring.Component):
         running = Signal()                     # rows are being read and sent
 
         # -- read: one row per request into the hold register ---------------------------------
-        rd_addr = Signal(max(ceil_log2(cfg.sp_rows), ceil_log2(cfg.acc_rows)))
-        rd_left = Signal(range(4097))
-        inflight = Signal(range(MAX_ROWS_IN_FLIGHT + 1))
+        # The decoder keeps addr + n_rows within the memory, so the counters need no more.
+        src_rows = max(cfg.sp_rows, cfg.acc_rows)
+        rd_addr = Signal(ceil_log2(src_rows))
+        rd_left = Signal(range(src_rows + 1))
+        max_inflight = max_rows_in_flight(cfg)
+        inflight = Signal(range(max_inflight + 1))
         acc_bits = len(self.acc_rd.data.as_value())
         sp_bits = len(self.sp_rd.data)
         hold = Signal(max(acc_bits, sp_bits))
@@ -149,7 +160,7 @@ class StoreUnit(wiring.Component):
         landing = Mux(from_sp, self.sp_rd.valid, self.acc_rd.valid)
         want = Signal()
         m.d.comb += [
-            want.eq(running & (rd_left != 0) & (inflight != MAX_ROWS_IN_FLIGHT) & ~landing &
+            want.eq(running & (rd_left != 0) & (inflight != max_inflight) & ~landing &
                     (~hold_valid | taken)),
             self.acc_rd.addr.eq(rd_addr),
             self.sp_rd.addr.eq(rd_addr),
@@ -193,17 +204,23 @@ class StoreUnit(wiring.Component):
             src.eq(Mux(from_sp, hold[:sp_bits], beat.data)),
             src_n.eq(Mux(from_sp, length, beat.nbytes)),
         ]
+        boff = Signal(range(max(cfg.sp_width, 4 * cfg.cols)))   # bytes sent of the row
         k = Signal(range(max(n_chunks, 2)))     # chunk of the source
+        if C == 1:
+            # Chunk k of a scratchpad row is its byte boff; an INT32 beat of one element
+            # starts at a multiple of 4 bytes of the row; an int8 beat is one chunk.
+            m.d.comb += k.eq(Mux(from_sp, boff, Mux(out_type[1], boff[:2], 0)))
         rest = Signal(range(max(src_bytes, 4 * cfg.cols) + 1))
         m.d.comb += rest.eq(src_n - k * C)
         final = rest <= C
+        nbytes = Mux(final, rest, C)
+        row_end = final & (from_sp | beat.last)
         out = self.store_rows
         m.d.comb += [
             out.valid.eq(running & Mux(from_sp, hold_valid, self.pp_o.valid)),
             out.p.data.eq(src.word_select(k, 8 * C) if n_chunks > 1 else src),
-            out.p.nbytes.eq(Mux(final, rest, C)),
-            out.p.last.eq(final & (from_sp | beat.last)),
-            out.p.addr.eq(dram_addr),
+            out.p.nbytes.eq(nbytes),
+            out.p.addr.eq(dram_addr + boff),
         ]
         chunk_go = out.valid & out.ready
         m.d.comb += [
@@ -211,55 +228,49 @@ class StoreUnit(wiring.Component):
             self.pp_o.ready.eq(chunk_go & final & ~from_sp),
         ]
         with m.If(chunk_go):
-            m.d.sync += k.eq(Mux(final, 0, k + 1))
-            with m.If(out.p.last):
-                m.d.sync += dram_addr.eq(dram_addr + stride)
-        m.d.sync += inflight.eq(inflight + granted - (chunk_go & out.p.last))
+            if C > 1:
+                m.d.sync += k.eq(Mux(final, 0, k + 1))
+            m.d.sync += boff.eq(boff + nbytes)
+            with m.If(row_end):
+                m.d.sync += [boff.eq(0), dram_addr.eq(dram_addr + stride)]
+        m.d.sync += inflight.eq(inflight + granted - (chunk_go & row_end))
 
         # -- micro-ops --------------------------------------------------------------------------
+        # CONFIG and SYNC complete, and push their token, in the cycle they are taken; a
+        # STORE in the cycle the write engine answers the end of its data.
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.idle.eq(1), self.uop.ready.eq(1)]
                 with m.If(self.uop.valid):
                     p = self.uop.p
-                    n_rows = st_fields.n_rows
                     m.d.sync += [
                         push_prev.eq(p.push_prev),
-                        from_sp.eq(st_fields.src == StoreSrc.SP),
-                        out_type.eq(st_fields.out_type),
+                        out_type.eq(Mux(st_fields.src == StoreSrc.SP, 3,
+                                        st_fields.out_type)),
                         per_channel.eq(st_fields.per_channel),
                         length.eq(st_fields.length),
                         param_addr.eq(st_fields.param_addr),
                         stride.eq(st_fields.stride),
                         dram_addr.eq(st_fields.dram_addr),
                         rd_addr.eq(st_fields.addr),
-                        rd_left.eq(Mux(n_rows == 0, 1, n_rows)),
+                        rd_left.eq(st_fields.n_rows),
                     ]
-                    with m.Switch(p.opcode):
-                        with m.Case(Opcode.STORE):
-                            m.d.sync += running.eq(1)
-                            m.next = "STORE"
-                        with m.Case(Opcode.CONFIG):
-                            for r, (_, narrow) in regs.items():
-                                with m.If(p.body.config.reg == r.value):
-                                    m.d.sync += reg[r].eq(narrow(p.body.config.value))
-                            m.next = "RETIRE"
-                        with m.Default():
-                            m.next = "RETIRE"
+                    with m.If(p.opcode == Opcode.STORE):
+                        m.next = "STORE"
+                    with m.Else():
+                        m.d.comb += self.push_prev.eq(p.push_prev)
+                    with m.If(p.opcode == Opcode.CONFIG):
+                        for r, (_, narrow) in regs.items():
+                            with m.If(p.body.config.reg == r.value):
+                                m.d.sync += reg[r].eq(narrow(p.body.config.value))
             with m.State("STORE"):
-                m.d.comb += [self.busy.eq(1),
-                             self.store_cmd.valid.eq((rd_left == 0) & (inflight == 0))]
-                with m.If(self.store_cmd.valid & self.store_cmd.ready):
-                    m.d.sync += running.eq(0)
-                    m.next = "END"
-            with m.State("END"):
-                m.d.comb += [self.busy.eq(1), self.store_done.ready.eq(1)]
-                with m.If(self.store_done.valid):
-                    # Every chunk was written and answered.
-                    m.d.comb += self.error.eq(self.store_done.p.error)
-                    m.next = "RETIRE"
-            with m.State("RETIRE"):
-                m.d.comb += self.push_prev.eq(push_prev)
-                m.next = "IDLE"
+                # Once every chunk was handed over, the write engine answers when every
+                # write was answered.
+                sent = (rd_left == 0) & (inflight == 0)
+                m.d.comb += [self.busy.eq(1), running.eq(~sent),
+                             self.store_cmd.valid.eq(sent), self.store_done.ready.eq(sent)]
+                with m.If(self.store_done.valid & self.store_done.ready):
+                    m.d.comb += [self.error.eq(self.store_done.p.error),
+                                 self.push_prev.eq(push_prev)]
+                    m.next = "IDLE"
         return m
-

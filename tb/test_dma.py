@@ -225,8 +225,9 @@ class TB:
         return words, lasts, errors
 
     async def store(self, rows, *, dram_addr, n_rows, row_bytes, stride):
-        """Run one STORE the way the store unit does: each row as chunks carrying the
-        row's address, then the end handshake on ``store_cmd``; return the error flag."""
+        """Run one STORE the way the store unit does: each row as chunks of at most
+        ``chunk_bytes`` bytes with their addresses, then ``store_cmd`` held until the
+        result comes on ``store_done`` (the same cycle); return the error flag."""
         source = self.streams["store_rows"][0]
         C = self.C
         for i, row in enumerate(rows[:max(n_rows, 1)]):
@@ -234,16 +235,11 @@ class TB:
             for j in range(0, len(body), C):
                 piece = body[j:j + C]
                 await self.send("store_rows", data=int.from_bytes(piece, "little"),
-                                nbytes=len(piece), last=int(j + C >= len(body)),
-                                addr=dram_addr + i * stride)
+                                nbytes=len(piece), addr=dram_addr + i * stride + j)
         await source.wait()
-        dut = self.dut
-        dut.store_cmd__valid.value = 1
-        await RisingEdge(dut.clk)
-        while not dut.store_cmd__ready.value:
-            await RisingEdge(dut.clk)
-        dut.store_cmd__valid.value = 0
+        self.dut.store_cmd__valid.value = 1
         done = await self.recv("store_done")
+        self.dut.store_cmd__valid.value = 0
         return self.unpack("store_done", done, "error")
 
     def store_beats(self, addr, nbytes):
