@@ -6,9 +6,9 @@ and one W), the chunk rotated to its byte lanes and masked by byte strobes. A ch
 straddles two bus words takes two bursts. Single beats never cross a 4 KiB boundary,
 whatever the address.
 
-Latency and throughput: a chunk's AW and W are offered in the cycle it arrives (both
-``valid`` together, no wait for either ``ready``), and the chunk is taken when both were
-accepted; one burst per cycle while the bus is ready. ``store_done`` answers
+Latency and throughput: a chunk's AW is offered in the cycle it arrives, its W beat from
+the cycle after the AW handshake, and the chunk is taken with the W handshake: a burst
+every 2 cycles while the bus is ready. ``store_done`` answers
 ``store_cmd`` (the end of a STORE's data) once every B response has arrived, in the same
 cycle when none is owed.
 """
@@ -114,11 +114,11 @@ class WriteEngine(wiring.Component):
         most = max_pending_writes(self.config)
         pending = Signal(range(most + 1))
         room = pending != most
+        # AW first, then W: a W beat never goes before its AW, so that a soft reset,
+        # which stops new AWs, never leaves a W beat without its burst.
         aw_done = Signal()
-        w_done = Signal()
         aw_go = bus.awvalid & bus.awready
-        w_go = bus.wvalid & bus.wready
-        part_go = rows.valid & (aw_done | aw_go) & (w_done | w_go)
+        part_go = bus.wvalid & bus.wready
         m.d.comb += [
             bus.awvalid.eq(rows.valid & ~aw_done & room),
             bus.awaddr.eq(Cat(Const(0, lg), word)),
@@ -127,16 +127,16 @@ class WriteEngine(wiring.Component):
             bus.awburst.eq(Burst.INCR),
             bus.awcache.eq(0b0011),
             bus.awid.eq(0),
-            bus.wvalid.eq(rows.valid & ~w_done & (room | aw_done)),
+            bus.wvalid.eq(rows.valid & aw_done),
             bus.wdata.eq(wdata),
             bus.wstrb.eq(strb),
             bus.wlast.eq(1),
             rows.ready.eq(part_go & final),
         ]
+        with m.If(aw_go):
+            m.d.sync += aw_done.eq(1)
         with m.If(part_go):
-            m.d.sync += [aw_done.eq(0), w_done.eq(0), split.eq(~final)]
-        with m.Else():
-            m.d.sync += [aw_done.eq(aw_done | aw_go), w_done.eq(w_done | w_go)]
+            m.d.sync += [aw_done.eq(0), split.eq(~final)]
 
         # -- B and the result ----------------------------------------------------------------
         error = Signal()

@@ -1,7 +1,7 @@
 """Store queue unit: STORE (accumulator rows through post-processing, or scratchpad bytes)
 to system memory, CONFIG of the post-processing registers, and SYNC."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
@@ -37,8 +37,10 @@ def narrow_bound(value):
 
 
 def _narrow_bound(v):
+    # Inside -512..511, bit 9 is the sign already; outside, bit 8 is set for a large
+    # value and clear for a very negative one.
     inside = (v[9:] == 0) | (v[9:] == (1 << 23) - 1)
-    return Mux(inside, v[:10], Cat(v[:8], Mux(v[31], Const(0b10, 2), Const(0b01, 2))))
+    return Cat(v[:8], Mux(inside, v[8], ~v[31]), v[31])
 
 
 class StoreUnit(wiring.Component):
@@ -128,8 +130,6 @@ class StoreUnit(wiring.Component):
             if narrow is _narrow_bound:
                 init = narrow_bound(init)
             reg[r] = Signal(shape, name=r.name.lower(), init=init)
-            with m.If(self.start):
-                m.d.sync += reg[r].eq(init)
 
         # -- the STORE being run ---------------------------------------------------------------
         st_fields = self.uop.p.body.store
@@ -273,4 +273,7 @@ class StoreUnit(wiring.Component):
                     m.d.comb += [self.error.eq(self.store_done.p.error),
                                  self.push_prev.eq(push_prev)]
                     m.next = "IDLE"
+        # A new program starts from the defaults (over a CONFIG taken in the same cycle).
+        with m.If(self.start):
+            m.d.sync += [sig.eq(sig.init) for sig in reg.values()]
         return m

@@ -140,7 +140,7 @@ def run_store_unit(cfg, instrs, image, acc, sp, params, *, seed=0, pause=0.0, de
         await ctx.tick().until(su.idle)
 
     async def axi_slave(ctx):
-        bursts, beats_due, b_due, w_early = [], [], [], []
+        bursts, beats_due, b_due = [], [], []
         aw_count = b_count = 0
         sigs = (bus.awvalid, bus.awready, bus.awaddr, bus.awlen, bus.wvalid, bus.wready,
                 bus.wdata, bus.wstrb, bus.wlast, bus.bvalid, bus.bready, su.push_prev,
@@ -153,7 +153,7 @@ def run_store_unit(cfg, instrs, image, acc, sp, params, *, seed=0, pause=0.0, de
             now = cycle[0]
             assert now < 200_000, "the STOREs did not finish"
             if push:
-                assert b_count == aw_count and not bursts and not w_early, \
+                assert b_count == aw_count and not bursts, \
                     f"push with {aw_count - b_count} B responses owed"
                 log["push"].append(now)
             if awv and awr:
@@ -161,9 +161,7 @@ def run_store_unit(cfg, instrs, image, acc, sp, params, *, seed=0, pause=0.0, de
                 bursts.append([awaddr, awlen + 1])
                 beats_due.append(0)
             if wv and wr:
-                w_early.append((wdata, wstrb, wlast))    # AXI lets W run ahead of AW
-            while w_early and bursts:
-                wdata, wstrb, wlast = w_early.pop(0)
+                assert bursts, "a W beat before its AW"
                 addr, nbeats = bursts[0]
                 k = beats_due[0]
                 for lane in range(B):
