@@ -12,7 +12,7 @@ from .dma_write import StoreCmd, chunk_bytes, chunk_layout
 from .load_unit import UnitSignature
 from .scratchpad import ReadPortSignature, check_config
 
-__all__ = ["StoreUnit", "max_rows_in_flight", "narrow_bound"]
+__all__ = ["StoreUnit", "max_rows_in_flight", "narrow_bound", "narrow_bound_hdl"]
 
 
 def max_rows_in_flight(config):
@@ -36,7 +36,8 @@ def narrow_bound(value):
     return (256 if value > 0 else -512) + (value & 0xFF)
 
 
-def _narrow_bound(v):
+def narrow_bound_hdl(v):
+    """:func:`narrow_bound` of the signed 32-bit value ``v``, as a 10-bit expression."""
     # Inside -512..511, bit 9 is the sign already; outside, bit 8 is set for a large
     # value and clear for a very negative one.
     inside = (v[9:] == 0) | (v[9:] == (1 << 23) - 1)
@@ -121,13 +122,13 @@ class StoreUnit(wiring.Component):
             ConfigReg.REQ_SHIFT: (len(s.shift), lambda v: v),
             ConfigReg.REQ_ZP: (signed(32), lambda v: v),
             ConfigReg.ACTIVATION: (len(s.activation), lambda v: v),
-            ConfigReg.CLAMP_LO: (signed(10), _narrow_bound),
-            ConfigReg.CLAMP_HI: (signed(10), _narrow_bound),
+            ConfigReg.CLAMP_LO: (signed(10), narrow_bound_hdl),
+            ConfigReg.CLAMP_HI: (signed(10), narrow_bound_hdl),
         }
         reg = {}
         for r, (shape, narrow) in regs.items():
             init = CONFIG_DEFAULTS[r]
-            if narrow is _narrow_bound:
+            if narrow is narrow_bound_hdl:
                 init = narrow_bound(init)
             reg[r] = Signal(shape, name=r.name.lower(), init=init)
 
