@@ -6,15 +6,17 @@ and one W), the chunk rotated to its byte lanes and masked by byte strobes. A ch
 straddles two bus words takes two bursts. Single beats never cross a 4 KiB boundary,
 whatever the address.
 
-Latency and throughput: a chunk's AW is offered in the cycle it arrives, its W beat from
-the cycle after the AW handshake, and the chunk is taken with the W handshake: a burst
-every 2 cycles while the bus is ready. ``store_done`` answers
+Latency and throughput: a chunk's AW is offered in the cycle it arrives; its W beat never
+goes before the AW handshake. With one-byte chunks the W beat is offered from the cycle
+after it and the chunk is taken with the W handshake (a burst every 2 cycles at best);
+with bus-wide chunks the chunk is taken with the AW handshake and its W beat waits in a
+two-entry queue (a burst every cycle while the bus is ready). ``store_done`` answers
 ``store_cmd`` (the end of a STORE's data) once every B response has arrived, in the same
 cycle when none is owed.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
@@ -116,27 +118,48 @@ class WriteEngine(wiring.Component):
         room = pending != most
         # AW first, then W: a W beat never goes before its AW, so that a soft reset,
         # which stops new AWs, never leaves a W beat without its burst.
-        aw_done = Signal()
         aw_go = bus.awvalid & bus.awready
-        part_go = bus.wvalid & bus.wready
         m.d.comb += [
-            bus.awvalid.eq(rows.valid & ~aw_done & room),
             bus.awaddr.eq(Cat(Const(0, lg), word)),
             bus.awlen.eq(0),
             bus.awsize.eq(lg),
             bus.awburst.eq(Burst.INCR),
             bus.awcache.eq(0b0011),
             bus.awid.eq(0),
-            bus.wvalid.eq(rows.valid & aw_done),
-            bus.wdata.eq(wdata),
-            bus.wstrb.eq(strb),
             bus.wlast.eq(1),
-            rows.ready.eq(part_go & final),
         ]
-        with m.If(aw_go):
-            m.d.sync += aw_done.eq(1)
+        if C == 1:
+            # One byte every few cycles at most: the W beat follows its AW from the chunk.
+            aw_done = Signal()
+            part_go = bus.wvalid & bus.wready
+            m.d.comb += [
+                bus.awvalid.eq(rows.valid & ~aw_done & room),
+                bus.wvalid.eq(rows.valid & aw_done),
+                bus.wdata.eq(wdata),
+                bus.wstrb.eq(strb),
+            ]
+            with m.If(aw_go):
+                m.d.sync += aw_done.eq(1)
+            with m.If(part_go):
+                m.d.sync += aw_done.eq(0)
+        else:
+            # A beat a cycle: each accepted AW leaves its W beat in a two-entry queue.
+            beat = data.StructLayout({"data": 8 * B, "strb": B})
+            m.submodules.w_queue = wq = fifo.SyncFIFO(width=beat.size, depth=2)
+            head = data.View(beat, wq.r_data)
+            part_go = aw_go
+            m.d.comb += [
+                bus.awvalid.eq(rows.valid & room & wq.w_rdy),
+                wq.w_en.eq(aw_go),
+                wq.w_data.eq(Cat(wdata, strb)),
+                bus.wvalid.eq(wq.r_rdy),
+                bus.wdata.eq(head.data),
+                bus.wstrb.eq(head.strb),
+                wq.r_en.eq(bus.wready),
+            ]
+        m.d.comb += rows.ready.eq(part_go & final)
         with m.If(part_go):
-            m.d.sync += [aw_done.eq(0), split.eq(~final)]
+            m.d.sync += split.eq(~final)
 
         # -- B and the result ----------------------------------------------------------------
         error = Signal()
