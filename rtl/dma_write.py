@@ -1,42 +1,52 @@
-"""DMA write engine: STORE blocks over the AXI4 write channels.
+"""DMA write engine: STORE data over the AXI4 write channels, one chunk at a time.
 
-Pipeline::
+The store unit streams its data as chunks of at most ``chunk_bytes(config)`` bytes, each
+with its byte address; the engine writes every chunk as a single-beat INCR burst (one AW
+and one W), the chunk rotated to its byte lanes and masked by byte strobes. A chunk that
+straddles two bus words takes two bursts. Single beats never cross a 4 KiB boundary,
+whatever the address.
 
-    command -> planner -> burst splitter -> AW -> (burst FIFO) -> W <- rows
-                                                        B -> counter -> done
-
-The planner walks the command one row per cycle, handing each row's span (address,
-beats) to the burst splitter; AW requests therefore run ahead of the data by up to the
-depth of the burst FIFO (4 bursts). The W side takes one burst at a time from the FIFO
-and sends its beats from the row on the input stream, cut out of the row by a chunk
-select and a byte rotator (the realigner) and masked by byte strobes where the row
-starts or ends inside a bus word. A row is taken from ``rows`` (``ready`` high) with its
-last beat, so the producer holds it during its beats.
-
-Latency and throughput: one W beat per cycle while rows come in; the first AW leaves
-3 cycles after the command handshake. ``done`` comes the cycle after the last B response
-(the last write has landed); a new command is taken after ``done``'s handshake.
+Latency and throughput: a chunk's AW is offered in the cycle it arrives; its W beat never
+goes before the AW handshake. With one-byte chunks the W beat is offered from the cycle
+after it and the chunk is taken with the W handshake (a burst every 2 cycles at best);
+with bus-wide chunks the chunk is taken with the AW handshake and its W beat waits in a
+two-entry queue (a burst every cycle while the bus is ready). ``store_done`` answers
+``store_cmd`` (the end of a STORE's data) once every B response has arrived, in the same
+cycle when none is owed.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
 
 from .axi import AXI4Signature, Burst
-from .dma_common import BurstSplitter, check_config, row_bytes
+from .dma_common import check_config
 
-__all__ = ["StoreCmd", "WriteEngine"]
+__all__ = ["StoreCmd", "WriteEngine", "chunk_bytes", "chunk_layout", "max_pending_writes"]
 
-_MAX_PENDING_WRITES = 255
+#: Payload of ``store_cmd``, the end of a STORE's data: nothing but the handshake.
+StoreCmd = data.StructLayout({})
 
 
-class StoreCmd(data.Struct):
-    """Write ``n_rows`` rows of ``row_bytes`` bytes, row ``i`` at ``dram_addr + i * stride``.
-    An ``n_rows`` or ``row_bytes`` of 0 acts as 1 (the decoder rejects them)."""
-    dram_addr: 32
-    stride: 24
-    n_rows: 13
-    row_bytes: 9
+def chunk_bytes(config):
+    """Bytes per chunk of the store stream: 1 with one post-processing lane (one element
+    comes out every few cycles at best, so bytes need no realigner), else the bus width."""
+    return 1 if config.lanes == 1 else config.axi_bytes
+
+
+def max_pending_writes(config):
+    """Bursts whose B response may be owed before AW waits: 1 with one post-processing
+    lane (a chunk every few cycles at best), else 15."""
+    return 1 if config.lanes == 1 else 15
+
+
+def chunk_layout(config):
+    """Layout of one chunk: ``data`` (``nbytes`` valid bytes from byte 0; ``nbytes`` is
+    0..``chunk_bytes``, and ignored, the chunk being one byte, when that is 1) and
+    ``addr`` (the byte address of data's byte 0)."""
+    c = chunk_bytes(config)
+    return data.StructLayout({"data": 8 * c, "nbytes": bits_for(c), "addr": 32})
 
 
 class WriteEngine(wiring.Component):
@@ -45,30 +55,30 @@ class WriteEngine(wiring.Component):
     Parameters
     ----------
     config : AcceleratorConfig
-        Gives ``axi_data_width`` (bus width), ``sp_width`` and ``cols`` (row width).
+        Gives ``axi_data_width`` (bus width) and, with ``lanes``, the chunk width.
 
     Members
     -------
     bus : Out(AXI4Signature)
         The AW, W and B channels are driven; AR and R are idle.
+    store_rows : In(stream.Signature(chunk_layout(config)))
+        The chunks to write, in order.
     store_cmd : In(stream.Signature(StoreCmd))
-        ``row_bytes`` is at most the row width (larger values are clipped to it).
-    store_rows : In(stream.Signature(Struct(data: 8 * row_bytes)))
-        The rows to write; a row's byte ``k`` goes to ``dram_addr + i * stride + k``.
+        The end of a STORE's data, raised after its last chunk was taken.
     store_done : Out(stream.Signature(Struct(error: 1)))
-        One result per command, after its last B response; ``error`` when any B response
-        was SLVERR or DECERR (all rows are still sent).
+        The result, valid while ``store_cmd`` is and no B response is owed; both streams
+        complete in the same cycle. ``error`` when any B response since the previous
+        result was SLVERR or DECERR (every chunk is still written).
     """
 
     def __init__(self, config):
         check_config(config)
         self.config = config
-        self.row_bytes = row_bytes(config)
+        self.chunk = chunk_bytes(config)
         super().__init__({
             "bus": Out(AXI4Signature.from_config(config)),
             "store_cmd": In(stream.Signature(StoreCmd)),
-            "store_rows": In(stream.Signature(data.StructLayout(
-                {"data": 8 * self.row_bytes}))),
+            "store_rows": In(stream.Signature(chunk_layout(config))),
             "store_done": Out(stream.Signature(data.StructLayout({"error": 1}))),
         })
 
@@ -76,133 +86,94 @@ class WriteEngine(wiring.Component):
         m = Module()
         B = self.config.axi_bytes
         lg = B.bit_length() - 1
-        W = self.row_bytes
+        C = self.chunk
         bus = self.bus
+        rows = self.store_rows
 
-        # A row of at most W bytes starting at any lane spans at most max_beats beats.
-        max_beats = (B - 1 + W + B - 1) >> lg
-        tag = data.StructLayout({"off": lg, "end_lane": lg, "last_row": 1})
-        m.submodules.split = split = BurstSplitter(
-            bus_bytes=B, beats_width=max_beats.bit_length(), tag_shape=tag)
-        entry = data.StructLayout({"len": max(max_beats - 1, 1).bit_length(), "tag": tag,
-                                   "row_end": 1})
-        m.submodules.bursts = bursts = fifo.SyncFIFOBuffered(
-            width=entry.size, depth=4)
+        # The second burst of a straddling chunk is one bus word further.
+        split = Signal()
+        addr = rows.p.addr
+        pos = addr[:lg]          # the lane of the chunk's first byte
+        if C == 1:
+            strb = (Const(1, B) << pos)[:B]
+            # The byte on every lane would do; lanes above 0 carry it only where strobed,
+            # so that no output bit is a plain copy of another (a false loop to Verilator).
+            wdata = Cat(rows.p.data,
+                        *[rows.p.data & strb[t].replicate(8) for t in range(1, B)])
+            final = Const(1)
+            word = addr[lg:]
+        else:
+            # Chunk byte j goes to lane (pos + j) mod B; `lanes` marks the chunk's bytes
+            # over two bus words, the first burst taking the low word.
+            lanes = Signal(2 * B)
+            m.d.comb += lanes.eq(((Const(1, B + 1) << rows.p.nbytes) - 1) << pos)
+            strb = Mux(split, lanes[B:], lanes[:B])
+            ext = Cat(rows.p.data, Const(0, 8 * (B - C)))
+            wdata = (Cat(ext, ext) << (pos * 8))[8 * B:16 * B]
+            final = split | (lanes[B:] == 0)
+            word = addr[lg:] + split
 
-        # -- planner: one span per row -----------------------------------------------------
-        busy = Signal()
-        planning = Signal()
-        addr = Signal(32)
-        stride = Signal(24)
-        rows_left = Signal(13)          # this row included; 0 acts as 1
-        nbytes_m1 = Signal(range(W))    # bytes per row minus one
-        cmd = self.store_cmd
-        m.d.comb += cmd.ready.eq(~busy)
-        with m.If(cmd.valid & cmd.ready):
-            rb = cmd.p.row_bytes
-            m.d.sync += [
-                busy.eq(1), planning.eq(1), addr.eq(cmd.p.dram_addr), stride.eq(cmd.p.stride),
-                rows_left.eq(cmd.p.n_rows),
-                nbytes_m1.eq(Mux(rb == 0, 0, Mux(rb > W, W - 1, rb - 1))),
-            ]
-        off = addr[:lg]
-        span_end = Signal(range(B + W))  # lane offset of the row's last byte from beat 0
-        m.d.comb += span_end.eq(off + nbytes_m1)
-        last_row = rows_left[1:] == 0
+        most = max_pending_writes(self.config)
+        pending = Signal(range(most + 1))
+        room = pending != most
+        # AW first, then W: a W beat never goes before its AW, so that a soft reset,
+        # which stops new AWs, never leaves a W beat without its burst.
+        aw_go = bus.awvalid & bus.awready
         m.d.comb += [
-            split.spans.valid.eq(planning),
-            split.spans.p.addr.eq(addr),
-            split.spans.p.beats.eq((span_end >> lg) + 1),
-            split.spans.p.tag.off.eq(off),
-            split.spans.p.tag.end_lane.eq(span_end[:lg]),
-            split.spans.p.tag.last_row.eq(last_row),
-        ]
-        with m.If(split.spans.valid & split.spans.ready):
-            m.d.sync += [addr.eq(addr + stride), rows_left.eq(rows_left - 1)]
-            with m.If(last_row):
-                m.d.sync += planning.eq(0)
-
-        # -- AW ----------------------------------------------------------------------------
-        pending = Signal(range(_MAX_PENDING_WRITES + 1))
-        can_aw = bursts.w_rdy & (pending != _MAX_PENDING_WRITES)
-        w_entry = Signal(entry)
-        m.d.comb += [
-            bus.awvalid.eq(split.bursts.valid & can_aw),
-            split.bursts.ready.eq(bus.awready & can_aw),
-            bus.awaddr.eq(split.bursts.p.addr),
-            bus.awlen.eq(split.bursts.p.len),
+            bus.awaddr.eq(Cat(Const(0, lg), word)),
+            bus.awlen.eq(0),
             bus.awsize.eq(lg),
             bus.awburst.eq(Burst.INCR),
             bus.awcache.eq(0b0011),
             bus.awid.eq(0),
-            w_entry.len.eq(split.bursts.p.len),
-            w_entry.tag.eq(split.bursts.p.tag),
-            w_entry.row_end.eq(split.bursts.p.last),
-            bursts.w_en.eq(bus.awvalid & bus.awready),
-            bursts.w_data.eq(w_entry.as_value()),
+            bus.wlast.eq(1),
         ]
-
-        # -- W -----------------------------------------------------------------------------
-        # Lane t of the row's beat k carries row byte k * B + t - off: for t >= off byte
-        # t - off of row chunk k, else byte B + t - off of chunk k - 1. The chunk is
-        # rotated by off lanes; the low lanes come from the previous beat's rotated chunk.
-        e = data.View(entry, bursts.r_data)
-        n = Signal(len(e.len))          # beat in the burst
-        k = Signal(range(max_beats))    # beat in the row
-        rows = self.store_rows
-        chunks = -(-W // B)
-        sel_bits = (chunks - 1).bit_length()
-        ext = Cat(rows.p.data, Const(0, 8 * ((1 << sel_bits) * B - W)))
-        chunk = Signal(8 * B)
-        m.d.comb += chunk.eq(ext.word_select(k[:sel_bits], 8 * B) if sel_bits else ext)
-        rot_by = Signal(lg)
-        m.d.comb += rot_by.eq(-e.tag.off)
-        rot = Signal(8 * B)
-        m.d.comb += rot.eq((Cat(chunk, chunk) >> (rot_by << 3))[:8 * B])
-        prev = Signal(8 * B)
-        ones = Const((1 << B) - 1, B)
-        high = Signal(B)                # lanes t >= off
-        upto_end = Signal(B)            # lanes t <= end_lane
-        m.d.comb += [
-            high.eq(ones << e.tag.off),
-            upto_end.eq(~((ones << 1) << e.tag.end_lane)[:B]),
-        ]
-        wlast = n == e.len
-        row_first = k == 0
-        row_last = wlast & e.row_end
-        for lane in range(B):
-            byte = slice(8 * lane, 8 * lane + 8)
+        if C == 1:
+            # One byte every few cycles at most: the W beat follows its AW from the chunk.
+            aw_done = Signal()
+            part_go = bus.wvalid & bus.wready
             m.d.comb += [
-                bus.wdata[byte].eq(Mux(high[lane], rot[byte], prev[byte])),
-                bus.wstrb[lane].eq((~row_first | high[lane]) & (~row_last | upto_end[lane])),
+                bus.awvalid.eq(rows.valid & ~aw_done & room),
+                bus.wvalid.eq(rows.valid & aw_done),
+                bus.wdata.eq(wdata),
+                bus.wstrb.eq(strb),
             ]
-        m.d.comb += [
-            bus.wvalid.eq(bursts.r_rdy & rows.valid),
-            bus.wlast.eq(wlast),
-        ]
-        w_all_sent = Signal()
-        with m.If(bus.wvalid & bus.wready):
-            m.d.sync += [n.eq(n + 1), k.eq(k + 1), prev.eq(rot)]
-            with m.If(wlast):
-                m.d.comb += bursts.r_en.eq(1)
-                m.d.sync += n.eq(0)
-                with m.If(e.row_end):
-                    m.d.comb += rows.ready.eq(1)
-                    m.d.sync += k.eq(0)
-                    with m.If(e.tag.last_row):
-                        m.d.sync += w_all_sent.eq(1)
+            with m.If(aw_go):
+                m.d.sync += aw_done.eq(1)
+            with m.If(part_go):
+                m.d.sync += aw_done.eq(0)
+        else:
+            # A beat a cycle: each accepted AW leaves its W beat in a two-entry queue.
+            beat = data.StructLayout({"data": 8 * B, "strb": B})
+            m.submodules.w_queue = wq = fifo.SyncFIFO(width=beat.size, depth=2)
+            head = data.View(beat, wq.r_data)
+            part_go = aw_go
+            m.d.comb += [
+                bus.awvalid.eq(rows.valid & room & wq.w_rdy),
+                wq.w_en.eq(aw_go),
+                wq.w_data.eq(Cat(wdata, strb)),
+                bus.wvalid.eq(wq.r_rdy),
+                bus.wdata.eq(head.data),
+                bus.wstrb.eq(head.strb),
+                wq.r_en.eq(bus.wready),
+            ]
+        m.d.comb += rows.ready.eq(part_go & final)
+        with m.If(part_go):
+            m.d.sync += split.eq(~final)
 
         # -- B and the result ----------------------------------------------------------------
         error = Signal()
         b_go = bus.bvalid & bus.bready
         m.d.comb += bus.bready.eq(1)
-        m.d.sync += pending.eq(pending + (bus.awvalid & bus.awready) - b_go)
+        m.d.sync += pending.eq(pending + aw_go - b_go)
+        cmd, done = self.store_cmd, self.store_done
+        m.d.comb += [
+            done.valid.eq(cmd.valid & (pending == 0)),
+            done.p.error.eq(error),
+            cmd.ready.eq(done.ready & (pending == 0)),
+        ]
         with m.If(b_go & bus.bresp[1]):
             m.d.sync += error.eq(1)
-        done = self.store_done
-        m.d.comb += [done.p.error.eq(error)]
-        with m.If(w_all_sent & (pending == 0) & ~done.valid):
-            m.d.sync += done.valid.eq(1)
         with m.If(done.valid & done.ready):
-            m.d.sync += [done.valid.eq(0), busy.eq(0), w_all_sent.eq(0), error.eq(0)]
+            m.d.sync += error.eq(0)
         return m

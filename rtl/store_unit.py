@@ -1,53 +1,73 @@
 """Store queue unit: STORE (accumulator rows through post-processing, or scratchpad bytes)
 to system memory, CONFIG of the post-processing registers, and SYNC."""
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
+from amaranth.utils import bits_for, ceil_log2
 
 from systolic.isa import CONFIG_DEFAULTS, ConfigReg, Opcode, Queue, StoreSrc
-from systolic.numerics import OutType
 
-from .dma_common import row_bytes
-from .dma_write import StoreCmd
+from .dma_write import StoreCmd, chunk_bytes, chunk_layout
 from .load_unit import UnitSignature
 from .scratchpad import ReadPortSignature, check_config
 
-__all__ = ["StoreUnit", "ROW_QUEUE_DEPTH"]
+__all__ = ["StoreUnit", "max_rows_in_flight", "narrow_bound", "narrow_bound_hdl"]
 
-_STORE_REGS = (ConfigReg.REQ_MULT, ConfigReg.REQ_SHIFT, ConfigReg.REQ_ZP,
-               ConfigReg.ACTIVATION, ConfigReg.CLAMP_LO, ConfigReg.CLAMP_HI)
 
-ROW_QUEUE_DEPTH = 2  # finished rows waiting for the write engine (one sent, one filled)
+def max_rows_in_flight(config):
+    """Rows read and not yet handed to the write engine, at most: 1 with one
+    post-processing lane (a row takes several cycles per element anyway: the next row is
+    read once the last chunk of the previous one was taken), else 7 (enough for one row
+    every 2 cycles through the post-processor's pipeline)."""
+    return 1 if config.lanes == 1 else 7
+
+
+def narrow_bound(value):
+    """The 10-bit form a clamp bound is kept in: ``value`` itself in -512..511, else its
+    low byte above 255 (large) or below -256 (very negative).
+
+    Outputs are bytes of a type whose range lies in -128..255, so a bound acts only by
+    its side of that range and its low byte (a bound outside the range that wins the
+    clamp gives its low byte); the narrow form keeps both.
+    """
+    if -512 <= value < 512:
+        return value
+    return (256 if value > 0 else -512) + (value & 0xFF)
+
+
+def narrow_bound_hdl(v):
+    """:func:`narrow_bound` of the signed 32-bit value ``v``, as a 10-bit expression."""
+    # Inside -512..511, bit 9 is the sign already; outside, bit 8 is set for a large
+    # value and clear for a very negative one.
+    inside = (v[9:] == 0) | (v[9:] == (1 << 23) - 1)
+    return Cat(v[:8], Mux(inside, v[8], ~v[31]), v[31])
 
 
 class StoreUnit(wiring.Component):
-    """Executes the store queue, one micro-op at a time; the rows of a STORE stream.
+    """Executes the store queue, one micro-op at a time; a STORE streams its rows as
+    chunks of ``chunk_bytes(config)`` bytes to the write engine::
 
-    A STORE becomes one DMA :class:`~systolic.rtl.dma_write.StoreCmd` and a pipeline of
-    rows, all stages working at once::
+        read (acc_rd / sp_rd) -> hold (1 row) -> post-processing -> chunks -> store_rows
+                                               (accumulator rows)
 
-        read (acc_rd / sp_rd) -> hold (1 row) -> post-processing -> row queue -> store_rows
-                                               (accumulator rows)   (2 rows)
+    * Read: one source row is requested when the hold register is empty or is emptied in
+      the same cycle, and no row is landing; a refused request is repeated. The row lands
+      in the hold register the cycle after the grant and is offered from there the cycle
+      after (a row every 2 cycles at best).
+    * An accumulator row is held on ``pp_i`` until the post-processor takes it; each
+      output beat on ``pp_o`` is cut into chunks and taken with its last chunk. A
+      scratchpad row is cut into chunks from the hold register.
+    * Every chunk carries the row's system-memory address, which steps by the stride
+      when the row's last chunk is taken.
 
-    * Read: one source row requested per cycle while the hold stage has room for it
-      (empty, or emptied in the same cycle); a refused request is repeated.
-    * Hold: the row answered by the read port (valid for one cycle, no back-pressure) is
-      offered at once to the next stage and kept while that stage is not ready.
-    * An accumulator row goes through the post-processor (``pp_i``/``pp_o``, one beat of
-      ``lanes`` elements per cycle); its output beats are packed straight into the free
-      entry of the row queue, and ``pp_o`` is back-pressured while the queue is full. A
-      scratchpad row goes into the queue as it is.
-    * The row queue's head is offered to the write engine, which takes it with its last
-      W beat.
+    A STORE ends when every row was handed over: the unit sends ``store_cmd``, waits for
+    ``store_done`` (the last B response has arrived) and completes, pushing its token, the
+    cycle after.
 
-    Throughput: one row per cycle from the scratchpad; ``ceil(length / lanes)`` cycles
-    per accumulator row; the write engine's beats per row when those are more (an int32
-    row of the default preset: 4 beats on the 64-bit bus). The first row reaches the write
-    engine 3 cycles (scratchpad) or 7 cycles (accumulator, one beat) after the micro-op's
-    handshake. The instruction completes, and pushes its token, the cycle after the write
-    engine reported the last B response.
+    CONFIG values are kept as narrow as the post-processor reads them: the multiplier in
+    ``requant_bits - 1`` bits, the shift in 6, the activation in 2, the clamp bounds in
+    the 10-bit form of :func:`narrow_bound` (the same outputs); the zero point whole.
 
     Parameters
     ----------
@@ -58,8 +78,9 @@ class StoreUnit(wiring.Component):
     Attributes
     ----------
     store_cmd : Out(stream.Signature(StoreCmd))
-    store_rows : Out(stream.Signature(...))
+    store_rows : Out(stream.Signature(chunk_layout(config)))
     store_done : In(stream.Signature(...))
+        The write engine's streams (:class:`~systolic.rtl.dma_write.WriteEngine`).
     acc_rd, sp_rd : Out(ReadPortSignature)
     pp_i : Out(stream)
         Input of the :class:`~systolic.rtl.postproc.PostProcessor`.
@@ -74,14 +95,14 @@ class StoreUnit(wiring.Component):
             raise TypeError(f"pp_signature must be the post-processor's signature (members "
                             f"i and o), not {pp_signature!r}")
         self.config = config
-        self.rb = row_bytes(config)
+        self.chunk = chunk_bytes(config)
         sp_aw = ceil_log2(config.sp_rows)
         acc_aw = ceil_log2(config.acc_rows)
         row = data.ArrayLayout(signed(32), config.cols)
         super().__init__({
             **UnitSignature(Queue.STORE),
             "store_cmd": Out(stream.Signature(StoreCmd)),
-            "store_rows": Out(stream.Signature(data.StructLayout({"data": 8 * self.rb}))),
+            "store_rows": Out(stream.Signature(chunk_layout(config))),
             "store_done": In(stream.Signature(data.StructLayout({"error": 1}))),
             "acc_rd": Out(ReadPortSignature(acc_aw, row)),
             "sp_rd": Out(ReadPortSignature(sp_aw, 8 * config.sp_width)),
@@ -92,151 +113,168 @@ class StoreUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
-        uop = Signal.like(self.uop.p)
-        st = uop.body.store
-        regs = {r: Signal(signed(32), name=r.name.lower(), init=CONFIG_DEFAULTS[r])
-                for r in _STORE_REGS}
-        with m.If(self.start):
-            m.d.sync += [s.eq(CONFIG_DEFAULTS[r]) for r, s in regs.items()]
-        from_sp = st.src == StoreSrc.SP
-        running = Signal()  # a STORE's rows are being read
+        C = self.chunk
+        s = self.pp_i.p.settings
 
-        # -- read: one request per cycle while the hold stage will have room ------------------
-        rd_addr = Signal(16)
-        rd_left = Signal(14)
-        landing = Signal()            # the row granted last cycle is on the port's data
+        # -- CONFIG registers, as narrow as the post-processor reads them ---------------------
+        regs = {
+            ConfigReg.REQ_MULT: (len(s.multiplier), lambda v: v),
+            ConfigReg.REQ_SHIFT: (len(s.shift), lambda v: v),
+            ConfigReg.REQ_ZP: (signed(32), lambda v: v),
+            ConfigReg.ACTIVATION: (len(s.activation), lambda v: v),
+            ConfigReg.CLAMP_LO: (signed(10), narrow_bound_hdl),
+            ConfigReg.CLAMP_HI: (signed(10), narrow_bound_hdl),
+        }
+        reg = {}
+        for r, (shape, narrow) in regs.items():
+            init = CONFIG_DEFAULTS[r]
+            if narrow is narrow_bound_hdl:
+                init = narrow_bound(init)
+            reg[r] = Signal(shape, name=r.name.lower(), init=init)
+
+        # -- the STORE being run ---------------------------------------------------------------
+        st_fields = self.uop.p.body.store
+        # The out type, or 3 (which the decoder rejects) for a scratchpad source.
+        out_type = Signal.like(st_fields.out_type)
+        from_sp = Signal()
+        m.d.comb += from_sp.eq(out_type == 3)
+        per_channel = Signal()
+        length = Signal(bits_for(max(cfg.cols, cfg.sp_width)))
+        param_addr = Signal.like(s.param_addr)
+        stride = Signal.like(st_fields.stride)
+        dram_addr = Signal(32)                 # the current row's address
+        push_prev = Signal()
+        running = Signal()                     # rows are being read and sent
+
+        # -- read: one row per request into the hold register ---------------------------------
+        # The decoder keeps addr + n_rows within the memory, so the counters need no more.
+        src_rows = max(cfg.sp_rows, cfg.acc_rows)
+        rd_addr = Signal(ceil_log2(src_rows))
+        rd_left = Signal(range(src_rows + 1))
+        max_inflight = max_rows_in_flight(cfg)
+        inflight = Signal(range(max_inflight + 1))
+        acc_bits = len(self.acc_rd.data.as_value())
+        sp_bits = len(self.sp_rd.data)
+        hold = Signal(max(acc_bits, sp_bits))
         hold_valid = Signal()
-        hold = Signal(max(len(self.acc_rd.data.as_value()), len(self.sp_rd.data)))
-        row_in = Signal.like(hold)    # the row offered to the next stage
-        row_in_valid = Signal()
-        row_in_taken = Signal()
+        taken = Signal()                       # the held row is consumed this cycle
+        landing = Mux(from_sp, self.sp_rd.valid, self.acc_rd.valid)
+        want = Signal()
         m.d.comb += [
-            landing.eq(Mux(from_sp, self.sp_rd.valid, self.acc_rd.valid)),
-            row_in_valid.eq(hold_valid | landing),
-            row_in.eq(Mux(hold_valid, hold,
-                          Mux(from_sp, self.sp_rd.data, self.acc_rd.data.as_value()))),
+            want.eq(running & (rd_left != 0) & (inflight != max_inflight) & ~landing &
+                    (~hold_valid | taken)),
             self.acc_rd.addr.eq(rd_addr),
             self.sp_rd.addr.eq(rd_addr),
+            self.sp_rd.en.eq(want & from_sp),
+            self.acc_rd.en.eq(want & ~from_sp),
         ]
-        # At most one row is granted and not yet taken (the hold is one row deep).
-        want = Signal()
-        m.d.comb += want.eq(running & (rd_left != 0) &
-                            (~row_in_valid | row_in_taken))
-        with m.If(from_sp):
-            m.d.comb += self.sp_rd.en.eq(want)
-        with m.Else():
-            m.d.comb += self.acc_rd.en.eq(want)
         granted = want & Mux(from_sp, self.sp_rd.ready, self.acc_rd.ready)
         with m.If(granted):
             m.d.sync += [rd_addr.eq(rd_addr + 1), rd_left.eq(rd_left - 1)]
-        with m.If(row_in_taken):
+        with m.If(landing):
+            m.d.sync += [hold_valid.eq(1),
+                         hold.eq(self.acc_rd.data.as_value()),
+                         hold[:sp_bits].eq(Mux(from_sp, self.sp_rd.data,
+                                               self.acc_rd.data.as_value()[:sp_bits]))]
+        with m.Elif(taken):
             m.d.sync += hold_valid.eq(0)
-        with m.Elif(landing):
-            m.d.sync += [hold_valid.eq(1), hold.eq(row_in)]
 
-        # -- row queue: finished rows for the write engine -----------------------------------
-        width = 8 * self.rb
-        entries = [Signal(width, name=f"row{i}") for i in range(ROW_QUEUE_DEPTH)]
-        wr = Signal(range(ROW_QUEUE_DEPTH))
-        rd = Signal(range(ROW_QUEUE_DEPTH))
-        count = Signal(range(ROW_QUEUE_DEPTH + 1))
-        full = Signal()
-        push = Signal()
-        pop = Signal()
+        # -- post-processing of accumulator rows ------------------------------------------------
         m.d.comb += [
-            full.eq(count == ROW_QUEUE_DEPTH),
-            self.store_rows.valid.eq(count != 0),
-            self.store_rows.p.data.eq(Mux(rd, entries[1], entries[0])),
-            pop.eq(self.store_rows.valid & self.store_rows.ready),
+            self.pp_i.valid.eq(hold_valid & ~from_sp),
+            self.pp_i.p.row.eq(hold[:len(self.pp_i.p.row.as_value())]),
+            s.out_type.eq(out_type),
+            s.activation.eq(reg[ConfigReg.ACTIVATION]),
+            s.per_channel.eq(per_channel),
+            s.param_addr.eq(param_addr),
+            s.multiplier.eq(reg[ConfigReg.REQ_MULT]),
+            s.shift.eq(reg[ConfigReg.REQ_SHIFT]),
+            s.zero_point.eq(reg[ConfigReg.REQ_ZP]),
+            s.clamp_lo.eq(reg[ConfigReg.CLAMP_LO]),
+            s.clamp_hi.eq(reg[ConfigReg.CLAMP_HI]),
+            s.length.eq(length),
         ]
-        m.d.sync += count.eq(count + push - pop)
-        with m.If(push):
-            m.d.sync += wr.eq(wr + 1)
-        with m.If(pop):
-            m.d.sync += rd.eq(rd + 1)
 
-        # -- scratchpad rows: into the queue as they are --------------------------------------
-        # -- accumulator rows: through the post-processor, beats packed into the queue --------
-        s = self.pp_i.p.settings
-        m.d.comb += [
-            self.pp_i.p.row.eq(row_in[:len(self.pp_i.p.row.as_value())]),
-            s.out_type.eq(st.out_type),
-            s.activation.eq(regs[ConfigReg.ACTIVATION]),
-            s.per_channel.eq(st.per_channel),
-            s.param_addr.eq(st.param_addr),
-            s.multiplier.eq(regs[ConfigReg.REQ_MULT]),
-            s.shift.eq(regs[ConfigReg.REQ_SHIFT]),
-            s.zero_point.eq(regs[ConfigReg.REQ_ZP]),
-            s.clamp_lo.eq(regs[ConfigReg.CLAMP_LO]),
-            s.clamp_hi.eq(regs[ConfigReg.CLAMP_HI]),
-            s.length.eq(st.length),
-            self.pp_o.ready.eq(~full),
-        ]
+        # -- chunks: a scratchpad row or a post-processor beat, C bytes at a time -------------
         beat = self.pp_o.p
-        beat_go = self.pp_o.valid & self.pp_o.ready
-        single_beat = cfg.lanes == cfg.cols   # a whole row per beat: nothing to pack
-        pos = Signal(range(self.rb + 1))      # byte of the row the next beat starts at
-        with m.If(from_sp):
-            m.d.comb += [self.pp_i.valid.eq(0),
-                         row_in_taken.eq(row_in_valid & ~full),
-                         push.eq(row_in_taken)]
-            for i, entry in enumerate(entries):
-                with m.If(push & (wr == i)):
-                    m.d.sync += entry.eq(row_in[:width])
-        with m.Else():
-            m.d.comb += [self.pp_i.valid.eq(row_in_valid),
-                         row_in_taken.eq(self.pp_i.valid & self.pp_i.ready),
-                         push.eq(beat_go & beat.last)]
-            if single_beat:
-                packed = beat.data
-            else:
-                current = Mux(wr, entries[1], entries[0])
-                packed = Mux(pos == 0, 0, current) | (beat.data << (pos * 8))[:width]
-                with m.If(beat_go):
-                    m.d.sync += pos.eq(Mux(beat.last, 0, pos + beat.nbytes))
-            for i, entry in enumerate(entries):
-                with m.If(beat_go & (wr == i)):
-                    m.d.sync += entry.eq(packed)
+        src_bytes = max(cfg.sp_width, len(beat.data) // 8)
+        n_chunks = -(-src_bytes // C)
+        src = Signal(8 * n_chunks * C)
+        src_n = Signal(range(max(src_bytes, 4 * cfg.cols) + 1))
+        m.d.comb += [
+            src.eq(Mux(from_sp, hold[:sp_bits], beat.data)),
+            src_n.eq(Mux(from_sp, length, beat.nbytes)),
+        ]
+        boff = Signal(range(max(cfg.sp_width, 4 * cfg.cols)))   # bytes sent of the row
+        k = Signal(range(max(n_chunks, 2)))     # chunk of the source
+        if C == 1:
+            # Chunk k of a scratchpad row is its byte boff; an INT32 beat of one element
+            # starts at a multiple of 4 bytes of the row; an int8 beat is one chunk.
+            m.d.comb += k.eq(Mux(from_sp, boff, Mux(out_type[1], boff[:2], 0)))
+        rest = Signal(range(max(src_bytes, 4 * cfg.cols) + 1))
+        m.d.comb += rest.eq(src_n - k * C)
+        final = rest <= C
+        nbytes = Mux(final, rest, C)
+        row_end = final & (from_sp | beat.last)
+        out = self.store_rows
+        m.d.comb += [
+            out.valid.eq(running & Mux(from_sp, hold_valid, self.pp_o.valid)),
+            out.p.data.eq(src.word_select(k, 8 * C) if n_chunks > 1 else src),
+            out.p.nbytes.eq(nbytes),
+            out.p.addr.eq(dram_addr + boff),
+        ]
+        chunk_go = out.valid & out.ready
+        m.d.comb += [
+            taken.eq(Mux(from_sp, chunk_go & final, self.pp_i.valid & self.pp_i.ready)),
+            self.pp_o.ready.eq(chunk_go & final & ~from_sp),
+        ]
+        with m.If(chunk_go):
+            if C > 1:
+                m.d.sync += k.eq(Mux(final, 0, k + 1))
+            m.d.sync += boff.eq(boff + nbytes)
+            with m.If(row_end):
+                m.d.sync += [boff.eq(0), dram_addr.eq(dram_addr + stride)]
+        m.d.sync += inflight.eq(inflight + granted - (chunk_go & row_end))
 
         # -- micro-ops --------------------------------------------------------------------------
-        cmd_sent = Signal()
-        m.d.comb += [
-            self.store_cmd.p.dram_addr.eq(st.dram_addr),
-            self.store_cmd.p.stride.eq(st.stride),
-            self.store_cmd.p.n_rows.eq(st.n_rows),
-            self.store_cmd.p.row_bytes.eq(
-                Mux(st.out_type == OutType.INT32, st.length * 4, st.length)),
-        ]
+        # CONFIG and SYNC complete, and push their token, in the cycle they are taken; a
+        # STORE in the cycle the write engine answers the end of its data.
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.idle.eq(1), self.uop.ready.eq(1)]
                 with m.If(self.uop.valid):
                     p = self.uop.p
-                    n_rows = p.body.store.n_rows
-                    m.d.sync += [uop.eq(p), cmd_sent.eq(0), rd_addr.eq(p.body.store.addr),
-                                 rd_left.eq(Mux(n_rows == 0, 1, n_rows))]
-                    with m.Switch(p.opcode):
-                        with m.Case(Opcode.STORE):
-                            m.d.sync += running.eq(1)
-                            m.next = "STORE"
-                        with m.Case(Opcode.CONFIG):
-                            for r, sig in regs.items():
-                                with m.If(p.body.config.reg == r.value):
-                                    m.d.sync += sig.eq(p.body.config.value)
-                            m.next = "RETIRE"
-                        with m.Default():
-                            m.next = "RETIRE"
+                    m.d.sync += [
+                        push_prev.eq(p.push_prev),
+                        out_type.eq(Mux(st_fields.src == StoreSrc.SP, 3,
+                                        st_fields.out_type)),
+                        per_channel.eq(st_fields.per_channel),
+                        length.eq(st_fields.length),
+                        param_addr.eq(st_fields.param_addr),
+                        stride.eq(st_fields.stride),
+                        dram_addr.eq(st_fields.dram_addr),
+                        rd_addr.eq(st_fields.addr),
+                        rd_left.eq(st_fields.n_rows),
+                    ]
+                    with m.If(p.opcode == Opcode.STORE):
+                        m.next = "STORE"
+                    with m.Else():
+                        m.d.comb += self.push_prev.eq(p.push_prev)
+                    with m.If(p.opcode == Opcode.CONFIG):
+                        for r, (_, narrow) in regs.items():
+                            with m.If(p.body.config.reg == r.value):
+                                m.d.sync += reg[r].eq(narrow(p.body.config.value))
             with m.State("STORE"):
-                m.d.comb += [self.busy.eq(1), self.store_cmd.valid.eq(~cmd_sent),
-                             self.store_done.ready.eq(cmd_sent)]
-                with m.If(self.store_cmd.valid & self.store_cmd.ready):
-                    m.d.sync += cmd_sent.eq(1)
+                # Once every chunk was handed over, the write engine answers when every
+                # write was answered.
+                sent = (rd_left == 0) & (inflight == 0)
+                m.d.comb += [self.busy.eq(1), running.eq(~sent),
+                             self.store_cmd.valid.eq(sent), self.store_done.ready.eq(sent)]
                 with m.If(self.store_done.valid & self.store_done.ready):
-                    # Every row was written and answered: the pipeline is empty.
-                    m.d.sync += running.eq(0)
-                    m.d.comb += self.error.eq(self.store_done.p.error)
-                    m.next = "RETIRE"
-            with m.State("RETIRE"):
-                m.d.comb += self.push_prev.eq(uop.push_prev)
-                m.next = "IDLE"
+                    m.d.comb += [self.error.eq(self.store_done.p.error),
+                                 self.push_prev.eq(push_prev)]
+                    m.next = "IDLE"
+        # A new program starts from the defaults (over a CONFIG taken in the same cycle).
+        with m.If(self.start):
+            m.d.sync += [sig.eq(sig.init) for sig in reg.values()]
         return m

@@ -2,7 +2,7 @@
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import data, fifo, wiring
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
 from systolic.rtl import axi
 from systolic.rtl.dma import DMA
@@ -12,7 +12,8 @@ __all__ = ["DMATop"]
 
 class DMATop(wiring.Component):
     """The DMA with its bus as ``m_axi_*`` ports and its streams as ``<name>__valid``,
-    ``<name>__ready`` and ``<name>__payload`` ports.
+    ``<name>__ready`` and ``<name>__payload`` ports (a stream without payload has no
+    ``__payload`` port).
 
     Parameters
     ----------
@@ -32,16 +33,27 @@ class DMATop(wiring.Component):
         self.read_latency = read_latency
         self._bus = Out(axi.AXI4Signature.from_config(config))
         members = axi.flat_members("m_axi", self._bus)
+        self._handshakes = set()     # streams without a payload: valid and ready only
         for name, member in self.dma.signature.members.items():
-            if name != "bus":
-                members[name] = member
+            if name == "bus":
+                continue
+            if data.Layout.cast(member.signature.members["payload"].shape).size == 0:
+                self._handshakes.add(name)
+                member = member.flow(wiring.Signature({"valid": Out(1), "ready": In(1)}))
+            members[name] = member
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.dma = dma = self.dma
-        for name in dma.signature.members:
-            if name != "bus":
+        for name, member in dma.signature.members.items():
+            if name in self._handshakes:
+                ours, theirs = getattr(self, name), getattr(dma, name)
+                if member.flow == Out:
+                    m.d.comb += [ours.valid.eq(theirs.valid), theirs.ready.eq(ours.ready)]
+                else:
+                    m.d.comb += [theirs.valid.eq(ours.valid), ours.ready.eq(theirs.ready)]
+            elif name != "bus":
                 wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(dma, name))
         outer = axi.flat_interface(self, "m_axi", self._bus)
         if not self.read_latency:

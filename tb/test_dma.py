@@ -14,6 +14,7 @@ from cocotbext.axi.stream import define_stream
 
 from systolic.config import preset
 from systolic.rtl.dma import DMA
+from systolic.rtl.dma_write import chunk_bytes
 
 MEM_SIZE = 1 << 20
 TIMEOUT = {"timeout_time": 2, "timeout_unit": "ms"}
@@ -94,8 +95,9 @@ class TB:
         self.aw = AxiAWMonitor(bus.write.aw, dut.clk, dut.rst)
         self.w = AxiWMonitor(bus.write.w, dut.clk, dut.rst)
         self.streams = {}
+        self.C = chunk_bytes(self.config)
         for name, member in self.dma.signature.members.items():
-            if name == "bus":
+            if name == "bus" or name == "store_cmd":    # store_cmd: a bare handshake
                 continue
             cls = StreamSource if member.flow.name == "In" else StreamSink
             s = cls(StreamSource._bus_obj.from_prefix(dut, name + "_"), dut.clk, dut.rst)
@@ -141,6 +143,7 @@ class TB:
             ch.send = send_resp
 
     async def reset(self):
+        self.dut.store_cmd__valid.value = 0
         self.dut.rst.value = 1
         await ClockCycles(self.dut.clk, 4)
         self.dut.rst.value = 0
@@ -221,12 +224,32 @@ class TB:
             errors.append(self.unpack("fetch_words", w, "error"))
         return words, lasts, errors
 
-    async def store(self, rows, **cmd):
-        cocotb.start_soon(self.send("store_cmd", **cmd))
-        for row in rows:
-            await self.send("store_rows", data=int.from_bytes(row, "little"))
+    async def store(self, rows, *, dram_addr, n_rows, row_bytes, stride):
+        """Run one STORE the way the store unit does: each row as chunks of at most
+        ``chunk_bytes`` bytes with their addresses, then ``store_cmd`` held until the
+        result comes on ``store_done`` (the same cycle); return the error flag."""
+        source = self.streams["store_rows"][0]
+        C = self.C
+        for i, row in enumerate(rows[:max(n_rows, 1)]):
+            body = row[:max(row_bytes, 1)]
+            for j in range(0, len(body), C):
+                piece = body[j:j + C]
+                await self.send("store_rows", data=int.from_bytes(piece, "little"),
+                                nbytes=len(piece), addr=dram_addr + i * stride + j)
+        await source.wait()
+        self.dut.store_cmd__valid.value = 1
         done = await self.recv("store_done")
+        self.dut.store_cmd__valid.value = 0
         return self.unpack("store_done", done, "error")
+
+    def store_beats(self, addr, nbytes):
+        """AXI beats (single-beat bursts) the write engine uses for ``nbytes`` at
+        ``addr``: one per chunk, two for a chunk that straddles two bus words."""
+        beats = 0
+        for j in range(0, nbytes, self.C):
+            n = min(self.C, nbytes - j)
+            beats += 1 + ((addr + j) % TB.B + n > TB.B)
+        return beats
 
 
 def fill(tb, seed=7):
@@ -347,7 +370,7 @@ async def run_store(tb, rng, **cmd):
     for i, row in enumerate(rows):
         a = cmd["dram_addr"] + i * cmd["stride"]
         expected[a - lo:a - lo + cmd["row_bytes"]] = row[:cmd["row_bytes"]]
-        beats += -(-(a % TB.B + cmd["row_bytes"]) // TB.B)
+        beats += tb.store_beats(a, cmd["row_bytes"])
     tb.drain_monitors()
     error = await tb.store(rows, **cmd)
     assert error == 0, f"STORE {cmd} reported an error"

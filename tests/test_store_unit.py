@@ -9,7 +9,7 @@ measured cycles per row are printed (``pytest -s``)."""
 
 import numpy as np
 import pytest
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import Elaboratable, Module, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.sim import Simulator
 
@@ -25,11 +25,11 @@ from systolic.isa import (
     to_bytes,
 )
 from systolic.model import GoldenModel
-from systolic.numerics import Activation, OutType
+from systolic.numerics import Activation, OutType, activation_bounds
 from systolic.rtl.decoder import uop_layout
 from systolic.rtl.dma_write import WriteEngine
 from systolic.rtl.postproc import PostProcessor
-from systolic.rtl.store_unit import StoreUnit
+from systolic.rtl.store_unit import StoreUnit, narrow_bound, narrow_bound_hdl
 
 MEM_BYTES = 1 << 14
 PROG_ADDR = MEM_BYTES - 1024     # the model's program; STOREs stay below it
@@ -209,6 +209,11 @@ def random_contents(cfg, rng):
     return acc, sp, params
 
 
+def wide_or(rng, value):
+    """``value``, or at times any 32-bit value (clamp bounds far outside the byte range)."""
+    return int(rng.integers(-(1 << 31), 1 << 31)) if rng.random() < 0.3 else value
+
+
 def random_program(cfg, rng, count):
     """CONFIGs and STOREs of every source and out type, odd lengths, strides and
     addresses (int32 rows 4-byte aligned, as the decoder requires)."""
@@ -218,8 +223,8 @@ def random_program(cfg, rng, count):
                            (ConfigReg.REQ_SHIFT, int(rng.integers(0, 20))),
                            (ConfigReg.REQ_ZP, int(rng.integers(-20, 20))),
                            (ConfigReg.ACTIVATION, int(rng.integers(0, 3))),
-                           (ConfigReg.CLAMP_LO, int(rng.integers(-100, 0))),
-                           (ConfigReg.CLAMP_HI, int(rng.integers(0, 100)))):
+                           (ConfigReg.CLAMP_LO, wide_or(rng, int(rng.integers(-100, 0)))),
+                           (ConfigReg.CLAMP_HI, wide_or(rng, int(rng.integers(0, 100))))):
             if rng.random() < 0.4:
                 instrs.append(config(reg, value))
         src = StoreSrc.SP if rng.random() < 0.25 else StoreSrc.ACC
@@ -315,3 +320,47 @@ def test_streaming_rate(out_type):
     print(f"\n{out_type.name} STORE of 64 rows on default: {cycles} cycles for {beats} W "
           f"beats ({beats / cycles:.1%} of the bus)")
     assert cycles >= beats
+
+
+BOUNDS = [-(1 << 31), -70000, -1025, -1024, -513, -512, -511, -300, -256, -129, -128, -1, 0,
+          1, 127, 128, 200, 255, 256, 300, 511, 512, 513, 767, 1023, 1024, 5000, (1 << 31) - 1]
+
+
+def clamped_bytes(out_type, lo, hi, narrow):
+    """Output bytes of a CLAMP activation over a range of results, bounds narrowed or not."""
+    lo, hi = (narrow(lo), narrow(hi))
+    tlo, thi = activation_bounds(out_type, Activation.CLAMP, 0, lo, hi)
+    return [max(min(y, thi), tlo) & 0xFF for y in range(-700, 700, 3)]
+
+
+def testnarrow_bound_hdls_keep_every_output():
+    """The 10-bit clamp bounds of the CONFIG registers give the model's bytes for every
+    bound pair; the RTL's narrowing is the reference function's; truncating the bounds
+    instead would be caught."""
+    pairs = [(lo, hi) for lo in BOUNDS for hi in BOUNDS]
+    for out_type in (OutType.INT8, OutType.UINT8):
+        for lo, hi in pairs:
+            assert clamped_bytes(out_type, lo, hi, narrow_bound) == \
+                clamped_bytes(out_type, lo, hi, int), (out_type, lo, hi)
+
+    def truncate(v):
+        return ((v + 512) & 1023) - 512
+
+    assert any(clamped_bytes(OutType.UINT8, lo, hi, truncate)
+               != clamped_bytes(OutType.UINT8, lo, hi, int) for lo, hi in pairs)
+
+    m = Module()
+    v = Signal(signed(32))
+    out = Signal(signed(10))
+    m.d.comb += out.eq(narrow_bound_hdl(v))
+    got = []
+
+    async def bench(ctx):
+        for value in BOUNDS:
+            ctx.set(v, value)
+            got.append(ctx.get(out))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [narrow_bound(b) for b in BOUNDS]
