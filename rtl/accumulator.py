@@ -200,11 +200,13 @@ class Accumulator(wiring.Component):
         # clients by priority; a client waits while a row it could miss is being written.
         read_taken = [arr_read & on_mem(arr.addr, k) for k in range(n_mems)]
         read_addr = [arr.addr[:ma] for _ in range(n_mems)]
-        blocked = load_go if self.split else load_go | arr.en
         for name in self.active_readers:
             port = getattr(self, name)
             ask = Signal(name=f"{name}_ask")
-            m.d.comb += ask.eq(port.en & ~blocked & ~(w_en & (port.addr == w_addr)))
+            if self.split:
+                m.d.comb += ask.eq(port.en & ~load_go & ~(w_en & (port.addr == w_addr)))
+            else:
+                m.d.comb += ask.eq(port.en & ~load_go & ~arr.en & ~w_en)
             want = [ask & on_mem(port.addr, k) for k in range(n_mems)]
             m.d.comb += port.ready.eq(ask & ~Cat(*(
                 w & t for w, t in zip(want, read_taken, strict=True))).any())
@@ -240,12 +242,18 @@ class Accumulator(wiring.Component):
             total = Signal(signed(33), name=f"sum{c}")
             m.d.comb += total.eq(old[c] + w_data[c])
             # The sum left int32 when its two top bits differ; it then saturates towards
-            # its sign (bit 32), which is also bit 31 of the result in every case. A LOAD
-            # row replaces the sum (the stage is idle in that cycle).
-            over = total[31] ^ total[32]
+            # its sign (bit 32). Per element, ``fix`` forces bits 30..0 to ``pick``
+            # (saturation), else ``pick`` takes the LOAD row instead of the sum (the stage
+            # is idle in that cycle): one 4-input function per bit.
+            over = Signal(name=f"over{c}")
+            fix = Signal(name=f"fix{c}")
+            pick = Signal(name=f"pick{c}")
+            m.d.comb += [over.eq(total[31] ^ total[32]),
+                         fix.eq(over & ~load_go),
+                         pick.eq(load_go | (over & ~total[32]))]
             sat.append(over)
-            summed = Cat(Mux(over, (~total[32]).replicate(31), total[:31]), total[32])
-            m.d.comb += result[c].eq(Mux(load_go, load.data[c], summed))
+            low = Mux(fix, pick.replicate(31), Mux(pick, load.data[c][:31], total[:31]))
+            m.d.comb += result[c].eq(Cat(low, Mux(load_go, load.data[c][31], total[32])))
         with m.If(fwd_next):
             m.d.sync += fwd_row.eq(result)
         with m.Else():

@@ -48,7 +48,9 @@ class AccModel:
             granted["vec_w"] = vec and not arr
         if "load_w" in req:
             granted["load_w"] = not arr and not vec and self.staged is None
-        blocked = granted.get("load_w", False) or (arr and not self.split)
+        blocked = granted.get("load_w", False)
+        if not self.split:     # shared memory: reads wait for cycles without array writes
+            blocked = blocked or arr or self.staged is not None
         taken = set()
         if arr and req["array_w"][2]:
             taken.add(self.memory(req["array_w"][0]))
@@ -275,14 +277,14 @@ def test_ping_pong_streams_both_banks_every_cycle():
 
 
 def test_shared_memory_reads_take_the_array_free_cycles():
-    """With one shared memory STORE reads only in cycles without an array write; the
-    array still writes one row per cycle."""
+    """With one shared memory STORE reads only in cycles in which the array neither
+    writes nor commits a row; the array still writes one row per cycle."""
     cfg = make_config(vector_unit=False)
     d = cfg.acc_depth
     schedule = []
     for t in range(2 * d):
         req = {"store_rd": d + t % d}
-        if t % 4 != 3:
+        if t % 4 < 2:
             req["array_w"] = (t % d, row_of(cfg, t), t % 2 == 0)
         schedule.append(req)
     _, responses, grants = run_schedule(cfg, schedule)
@@ -342,7 +344,7 @@ def test_random_traffic_matches_model(cols, seed, vector_unit):
     cfg = make_config(cols, vector_unit=vector_unit)
     model, responses, _ = run_schedule(
         cfg, random_schedule(cfg, np.random.default_rng(seed), 1500))
-    assert len(responses) > 100
+    assert len(responses) > (300 if vector_unit else 50)
     assert model.overflow in (0, 1)
 
 
@@ -357,9 +359,10 @@ def test_hypothesis_traffic(seed, p):
 def test_scoreboard_catches_one_corrupted_value(vector_unit):
     cfg = make_config(vector_unit=vector_unit)
     schedule = random_schedule(cfg, np.random.default_rng(9), 200)
-    run_schedule(cfg, schedule)
+    _, responses, _ = run_schedule(cfg, schedule)
+    assert len(responses) > 5
     with pytest.raises(AssertionError, match="read .* expected"):
-        run_schedule(cfg, schedule, corrupt_read=20)
+        run_schedule(cfg, schedule, corrupt_read=5)
 
 
 def test_without_vector_unit_matches_model_and_ignores_vector_ports():
@@ -370,7 +373,7 @@ def test_without_vector_unit_matches_model_and_ignores_vector_ports():
     schedule = [{k: v for k, v in req.items() if k not in vec}
                 for req in random_schedule(cfg, np.random.default_rng(4), 600)]
     _, responses, _ = run_schedule(cfg, schedule)
-    assert len(responses) > 50
+    assert len(responses) > 25
 
     dut = Accumulator(config=cfg)
     seen = []
