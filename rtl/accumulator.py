@@ -1,6 +1,6 @@
 """Ping-pong accumulator: int32 rows written by the array, LOAD and the vector unit."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -52,34 +52,40 @@ class Accumulator(wiring.Component):
     """``acc_banks`` (2) banks of ``acc_depth`` rows of ``cols`` int32 elements.
 
     A global row address is ``bank * acc_depth + row`` (the bank is the high bit), so the
-    controller ping-pongs by flipping that bit: MATMUL accumulates into one bank while
-    STORE drains the other, both at full rate. Each bank is one 1R1W
-    :class:`~amaranth.lib.memory.Memory` whose read port is transparent for its write
-    port (that is the forwarding below). Every accepted write is registered per writer;
-    the one add-and-saturate stage belongs to ``array_w``, the only accumulating writer.
+    controller ping-pongs by flipping that bit. Memory: with a vector unit each bank is
+    one 1R1W :class:`~amaranth.lib.memory.Memory`, so the array accumulating into one bank
+    and STORE draining the other both run at one row per cycle. Without one (the FPGA
+    presets) both banks share one memory of ``acc_rows`` rows, half the block RAM: the
+    array still writes one row per cycle, and the clients' reads take the cycles in which
+    the array writes nothing.
 
-    Writes (one per bank per cycle; fixed priority ``array_w`` > ``vec_w`` > ``load_w``):
+    Writes (fixed priority ``array_w`` > ``vec_w`` > ``load_w``, one per cycle):
 
     * ``array_w``: the array's result rows, overwrite or accumulate. Always accepted (it
-      has no ``ready``); the controller's credits keep the other clients off its bank.
-    * ``vec_w``: vector-unit results, overwrite; ``ready`` low while the array writes the
-      same bank.
-    * ``load_w``: LOAD bias rows, overwrite; ``ready`` low while a higher-priority writer
-      uses the same bank.
+      has no ``ready``).
+    * ``vec_w``: vector-unit results, overwrite; ``ready`` low while the array writes.
+    * ``load_w``: LOAD bias rows, overwrite; ``ready`` low while the array or the vector
+      unit writes, and while the write of the previous cycle commits (one write port).
 
-    Write pipeline: a write accepted in cycle ``t`` reads the old row (accumulate only) in
-    ``t``, adds and writes in ``t + 1``. The sum saturates to int32 per element; any
-    saturation sets the sticky ``overflow`` flag, which ``overflow_clear`` resets (a
-    saturation in the same cycle as the clear wins). Back-to-back writes to one row are
-    forwarded: a write accepted in ``t + 1`` or later sees the row written by ``t``.
+    Write pipeline: an array or vector write accepted in cycle ``t`` is registered (the
+    one pipeline register), reads the old row in ``t`` (accumulate only), is added and
+    written in ``t + 1``. The sum saturates to int32 per element; any saturation sets the
+    sticky ``overflow`` flag, which ``overflow_clear`` resets (a saturation in the same
+    cycle as the clear wins). A LOAD row takes the write port in the cycle it is accepted
+    (through the saturating stage, which picks it instead of the sum). Back-to-back
+    accumulations onto one row are forwarded: a write accepted in ``t + 1`` adds onto the
+    row the write of ``t`` commits, from a register that holds that row for one cycle.
     ``busy[b]`` is high in the cycle a write of bank ``b`` is committed; a write has
     landed once a cycle after its acceptance shows ``busy[b]`` low.
 
-    Reads (one per bank per cycle; an accumulating ``array_w`` takes the bank's read port
-    first, then ``store_rd`` > ``vec_rd_a`` > ``vec_rd_b``): :class:`ReadPortSignature`
-    ports with a latency of one cycle. A read granted in cycle ``t`` returns the row as
-    left by every write accepted before ``t`` (forwarded when the write is still in the
-    pipeline); a write accepted in the same cycle ``t`` is not seen.
+    Reads (an accumulating ``array_w`` takes its memory's read port first, then
+    ``store_rd`` > ``vec_rd_a`` > ``vec_rd_b``): :class:`ReadPortSignature` ports with a
+    latency of one cycle. A read granted in cycle ``t`` returns the row as left by every
+    write accepted before ``t``: a client's read is not granted (``ready`` low) in a cycle
+    in which a LOAD row is accepted or in which its own row is being committed, so rows
+    are compared by address and never forwarded to a client. With the shared memory a
+    client's read is also not granted while ``array_w`` writes (its row comes through the
+    pipeline's old-row path, which is then free).
 
     Addresses beyond the banks cannot occur (the address is exactly bank bit + row).
 
@@ -101,6 +107,8 @@ class Accumulator(wiring.Component):
     overflow_clear : In(1)
     busy : Out(acc_banks)
         A write is being committed in that bank this cycle.
+    split : bool
+        One memory per bank (with a vector unit), else one shared memory.
     """
 
     WRITE_PORTS = ("array_w", "vec_w", "load_w")          # in priority order
@@ -129,121 +137,138 @@ class Accumulator(wiring.Component):
                                     if config.vector_unit or n not in vec)
         self.active_readers = tuple(n for n in self.READ_PORTS
                                     if config.vector_unit or n not in vec)
+        self.split = config.vector_unit
 
     def elaborate(self, platform):
         cfg = self.config
         cols = cfg.cols
         m = Module()
+        aw = self.addr_width
         rb = ceil_log2(cfg.acc_depth)
-        banks = range(cfg.acc_banks)
         row_layout = data.ArrayLayout(signed(32), cols)
-        writer_names = self.active_writers
-        reader_names = self.active_readers
-        writers = [getattr(self, n) for n in writer_names]
-        readers = [getattr(self, n) for n in reader_names]
+        arr, load = self.array_w, self.load_w
+        vec = self.vec_w if "vec_w" in self.active_writers else None
+        n_mems = cfg.acc_banks if self.split else 1
+        ma = rb if self.split else aw      # address bits inside one memory
 
-        def bank_of(addr):
-            return addr[rb:]
+        def on_mem(addr, k):
+            """``addr`` lies in memory ``k``."""
+            return addr[rb:] == k if self.split else C(1, 1)
 
-        mems = []
-        for b in banks:
-            mem = Memory(shape=unsigned(32 * cols), depth=cfg.acc_depth, init=[])
-            m.submodules[f"bank{b}"] = mem
-            wp = mem.write_port()
-            # Transparent for its own write port: a read in the cycle a row is committed
-            # returns the committed row (the forwarding of back-to-back writes).
-            rp = mem.read_port(transparent_for=(wp,))
-            mems.append((wp, rp))
+        mems = []   # (write port, read port, read enable, read data) per memory
+        for k in range(n_mems):
+            # ``no_rw_check``: no row read in the cycle it is written is ever used (the
+            # pipeline takes the forwarded row, a client waits), so the data register
+            # below becomes the block RAM's own, with no read-during-write emulation.
+            mem = Memory(shape=unsigned(32 * cols), depth=cfg.acc_rows // n_mems, init=[],
+                         attrs={"no_rw_check": 1})
+            m.submodules[f"mem{k}"] = mem
+            rp = mem.read_port(domain="comb")
+            rd_en = Signal(name=f"mem{k}_rd_en")
+            q = Signal(unsigned(32 * cols), name=f"mem{k}_rd_data", reset_less=True)
+            with m.If(rd_en):
+                m.d.sync += q.eq(rp.data)
+            mems.append((mem.write_port(), rp, rd_en, q))
 
-        # Stage 0: one write per bank per cycle, by priority. Every accepted write is
-        # registered per writer (not per bank): each writer targets one bank at a time.
-        taken = [0 for _ in banks]
-        stage1 = []
-        for name, port in zip(writer_names, writers, strict=True):
-            grant = Signal(name=f"{name}_grant")
-            m.d.comb += grant.eq(port.en & ~Cat(*(
-                t & (bank_of(port.addr) == b) for b, t in zip(banks, taken, strict=True))).any())
-            taken = [t | (port.en & (bank_of(port.addr) == b))
-                     for b, t in zip(banks, taken, strict=True)]
-            if hasattr(port, "ready"):
-                m.d.comb += port.ready.eq(grant)
-            q_en = Signal(name=f"{name}_q_en")
-            q_addr = Signal.like(port.addr, name=f"{name}_q_addr", reset_less=True)
-            q_data = Signal(row_layout, name=f"{name}_q_data", reset_less=True)
-            m.d.sync += q_en.eq(grant)
-            with m.If(grant):
-                m.d.sync += [q_addr.eq(port.addr), q_data.eq(port.data)]
-            stage1.append((q_en, q_addr, q_data))
+        # Stage 0: the array's (else the vector unit's) write into the pipeline register.
+        w_en = Signal()
+        w_acc = Signal()                   # the registered write accumulates
+        w_addr = Signal(aw, reset_less=True)
+        w_data = Signal(row_layout, reset_less=True)
+        vec_en = vec.en if vec is not None else C(0, 1)
+        m.d.sync += [w_en.eq(arr.en | vec_en), w_acc.eq(arr.en & arr.accumulate)]
+        if vec is not None:
+            m.d.comb += vec.ready.eq(vec.en & ~arr.en)
+        with m.If(arr.en):
+            m.d.sync += [w_addr.eq(arr.addr), w_data.eq(arr.data)]
+        if vec is not None:
+            with m.Elif(vec.en):
+                m.d.sync += [w_addr.eq(vec.addr), w_data.eq(vec.data)]
+        # A LOAD row goes straight to the write port when the pipeline leaves it free.
+        load_go = Signal()
+        m.d.comb += [load_go.eq(load.en & ~arr.en & ~vec_en & ~w_en), load.ready.eq(load_go)]
 
-        # The array's accumulating write reads its row in stage 0; the bank's read port is
-        # then not free for the clients.
-        arr = self.array_w
+        # The row committed this cycle (the previous cycle's write) is not in its memory
+        # yet: an accumulating array write takes it from ``fwd_row`` next cycle.
         arr_read = arr.en & arr.accumulate
-        arr_acc = Signal()
-        m.d.sync += arr_acc.eq(arr_read)
+        fwd_next = Signal()
+        fwd = Signal()
+        m.d.comb += fwd_next.eq(arr_read & w_en & (arr.addr == w_addr))
+        m.d.sync += fwd.eq(fwd_next)
 
-        read_taken = [arr_read & (bank_of(arr.addr) == b) for b in banks]
-        # A bank's read address: the first port that asks for it, else the array's (the
-        # address is unused when nobody reads).
-        read_addr = [arr.addr[:rb] for b in banks]
-        read_en = list(read_taken)
-        for name, port in zip(reader_names, readers, strict=True):
-            want = [port.en & (bank_of(port.addr) == b) for b in banks]
-            grant = Signal(name=f"{name}_grant")
-            m.d.comb += grant.eq(port.en & ~Cat(*(
+        # Read ports: an accumulating array write takes its memory's port first, then the
+        # clients by priority; a client waits while a row it could miss is being written.
+        read_taken = [arr_read & on_mem(arr.addr, k) for k in range(n_mems)]
+        read_addr = [arr.addr[:ma] for _ in range(n_mems)]
+        for name in self.active_readers:
+            port = getattr(self, name)
+            ask = Signal(name=f"{name}_ask")
+            if self.split:
+                m.d.comb += ask.eq(port.en & ~load_go & ~(w_en & (port.addr == w_addr)))
+            else:
+                m.d.comb += ask.eq(port.en & ~load_go & ~arr.en & ~w_en)
+            want = [ask & on_mem(port.addr, k) for k in range(n_mems)]
+            m.d.comb += port.ready.eq(ask & ~Cat(*(
                 w & t for w, t in zip(want, read_taken, strict=True))).any())
-            m.d.comb += port.ready.eq(grant)
-            for b in banks:
-                read_addr[b] = Mux(want[b] & ~read_taken[b], port.addr[:rb], read_addr[b])
-                read_en[b] = read_en[b] | want[b]
+            for k in range(n_mems):
+                read_addr[k] = Mux(want[k] & ~read_taken[k], port.addr[:ma], read_addr[k])
             read_taken = [t | w for t, w in zip(read_taken, want, strict=True)]
-            bank_q = Signal(range(cfg.acc_banks), name=f"{name}_bank", reset_less=True)
-            m.d.sync += port.valid.eq(grant)
-            with m.If(grant):
-                m.d.sync += bank_q.eq(bank_of(port.addr))
-            m.d.comb += port.data.eq(
-                Mux(bank_q, mems[1][1].data, mems[0][1].data))
-        for b in banks:
-            m.d.comb += [mems[b][1].addr.eq(read_addr[b]), mems[b][1].en.eq(read_en[b])]
+            m.d.sync += port.valid.eq(port.ready)
+            if self.split:
+                bank_q = Signal(name=f"{name}_bank", reset_less=True)
+                with m.If(port.ready):
+                    m.d.sync += bank_q.eq(port.addr[rb:])
+                m.d.comb += port.data.eq(Mux(bank_q, mems[1][3], mems[0][3]))
+        for (_, rp, rd_en, _), addr, taken in zip(mems, read_addr, read_taken, strict=True):
+            m.d.comb += [rp.addr.eq(addr), rd_en.eq(taken)]
         # Ports of an absent vector unit: never granted, never valid (outputs stay 0).
 
-        # Stage 1: one shared add-and-saturate for the array's row (only the array
-        # accumulates, into one bank per cycle); the old row comes from its bank's port.
-        a_en, a_addr, a_data = stage1[0]
+        # Stage 1: add-and-saturate. The old row is the memory's (accumulate; or a client's
+        # read when the stage is idle), the forwarded one, or 0 (overwrite). ``fwd_row``
+        # is 0 unless forwarding, so one AND-OR per bit picks it.
+        mem_row = (Mux(w_addr[rb:], mems[1][3], mems[0][3]) if self.split else mems[0][3])
+        use_mem = Signal()
+        fwd_row = Signal(unsigned(32 * cols))
         old = Signal(row_layout)
-        m.d.comb += old.eq(Mux(arr_acc, Mux(bank_of(a_addr), mems[1][1].data,
-                                            mems[0][1].data), 0))
+        m.d.comb += [use_mem.eq(~fwd & (w_acc | ~w_en)),
+                     old.eq(Mux(use_mem, mem_row, 0) | fwd_row)]
+        if not self.split:
+            # A client's read is granted only when the array wrote nothing: the stage is
+            # idle in the cycle its row arrives.
+            m.d.comb += self.store_rd.data.eq(old)
         result = Signal(row_layout)
         sat = []
         for c in range(cols):
             total = Signal(signed(33), name=f"sum{c}")
-            m.d.comb += total.eq(old[c] + a_data[c])
+            m.d.comb += total.eq(old[c] + w_data[c])
             # The sum left int32 when its two top bits differ; it then saturates towards
-            # its sign (bit 32), which is also bit 31 of the result in every case.
-            over = total[31] ^ total[32]
+            # its sign (bit 32). Per element, ``fix`` forces bits 30..0 to ``pick``
+            # (saturation), else ``pick`` takes the LOAD row instead of the sum (the stage
+            # is idle in that cycle): one 4-input function per bit.
+            over = Signal(name=f"over{c}")
+            fix = Signal(name=f"fix{c}")
+            pick = Signal(name=f"pick{c}")
+            m.d.comb += [over.eq(total[31] ^ total[32]),
+                         fix.eq(over & ~load_go),
+                         pick.eq(load_go | (over & ~total[32]))]
             sat.append(over)
-            m.d.comb += result[c].eq(Cat(Mux(over, (~total[32]).replicate(31), total[:31]),
-                                         total[32]))
-        overflow_now = a_en & arr_acc & Cat(*sat).any()
+            low = Mux(fix, pick.replicate(31), Mux(pick, load.data[c][:31], total[:31]))
+            m.d.comb += result[c].eq(Cat(low, Mux(load_go, load.data[c][31], total[32])))
+        with m.If(fwd_next):
+            m.d.sync += fwd_row.eq(result)
+        with m.Else():
+            m.d.sync += fwd_row.eq(0)
 
-        # A bank's write: the first registered writer that targets it (the data and
-        # address are unused when none does).
-        for b in banks:
-            wp = mems[b][0]
-            commit = 0
-            wdata = stage1[-1][2].as_value() if len(stage1) > 1 else result.as_value()
-            waddr = stage1[-1][1][:rb]
-            for i, (q_en, q_addr, q_data) in enumerate(reversed(stage1)):
-                hit = q_en & (bank_of(q_addr) == b)
-                value = result if i == len(stage1) - 1 else q_data
-                if i:
-                    wdata = Mux(hit, value.as_value(), wdata)
-                    waddr = Mux(hit, q_addr[:rb], waddr)
-                commit = commit | hit
-            m.d.comb += [wp.en.eq(commit), wp.addr.eq(waddr), wp.data.eq(wdata),
-                         self.busy[b].eq(commit)]
+        w_addr_now = Mux(w_en, w_addr, load.addr)
+        for k, (wp, _, _, _) in enumerate(mems):
+            m.d.comb += [wp.en.eq((w_en & on_mem(w_addr, k)) | (load_go & on_mem(load.addr, k))),
+                         wp.addr.eq(w_addr_now[:ma]), wp.data.eq(result)]
+        for b in range(cfg.acc_banks):
+            m.d.comb += self.busy[b].eq((w_en & (w_addr[rb:] == b)) |
+                                        (load_go & (load.addr[rb:] == b)))
 
-        with m.If(overflow_now):
+        # Only an accumulation can leave int32 (an overwrite adds 0).
+        with m.If(w_acc & Cat(*sat).any()):
             m.d.sync += self.overflow.eq(1)
         with m.Elif(self.overflow_clear):
             m.d.sync += self.overflow.eq(0)

@@ -14,8 +14,9 @@ WRITERS = Accumulator.WRITE_PORTS
 READERS = Accumulator.READ_PORTS
 
 
-def make_config(cols=4, acc_depth=8):
-    return AcceleratorConfig(rows=2, cols=cols, sp_depth=16, acc_depth=acc_depth)
+def make_config(cols=4, acc_depth=8, vector_unit=True):
+    return AcceleratorConfig(rows=2, cols=cols, sp_depth=16, acc_depth=acc_depth,
+                             vector_unit=vector_unit)
 
 
 class AccModel:
@@ -24,39 +25,59 @@ class AccModel:
 
     def __init__(self, cfg):
         self.cfg = cfg
+        self.split = cfg.vector_unit        # one memory per bank, else one shared memory
         self.mem = np.zeros((cfg.acc_rows, cfg.cols), dtype=np.int64)
         self.overflow = 0
         self.sat_commit = False   # a write accepted last cycle saturates when it commits
-        self.busy = [0] * cfg.acc_banks
+        self.staged = None        # row of the array/vector write accepted last cycle
 
     def bank(self, addr):
         return addr // self.cfg.acc_depth
 
+    def memory(self, addr):
+        return self.bank(addr) if self.split else 0
+
     def grants(self, req):
         """Which requests of one cycle are accepted, per the fixed priorities."""
         granted = {}
-        used = set()
-        for name in WRITERS:
-            if name in req:
-                b = self.bank(req[name][0])
-                granted[name] = b not in used
-                used.add(b)
-        busy = set()
-        if "array_w" in req and req["array_w"][2]:
-            busy.add(self.bank(req["array_w"][0]))
+        arr = "array_w" in req
+        vec = self.split and "vec_w" in req
+        if arr:
+            granted["array_w"] = True
+        if "vec_w" in req:
+            granted["vec_w"] = vec and not arr
+        if "load_w" in req:
+            granted["load_w"] = not arr and not vec and self.staged is None
+        blocked = granted.get("load_w", False)
+        if not self.split:     # shared memory: reads wait for cycles without array writes
+            blocked = blocked or arr or self.staged is not None
+        taken = set()
+        if arr and req["array_w"][2]:
+            taken.add(self.memory(req["array_w"][0]))
         for name in READERS:
             if name in req:
-                b = self.bank(req[name])
-                granted[name] = b not in busy
-                busy.add(b)
+                addr = req[name]
+                ask = not blocked and addr != self.staged
+                if not self.split and name != "store_rd":
+                    ask = False               # no vector unit: never granted
+                granted[name] = ask and self.memory(addr) not in taken
+                if ask:
+                    taken.add(self.memory(addr))
         return granted
+
+    def busy(self, req, granted):
+        """``busy`` in this cycle: the staged write commits, a granted LOAD row too."""
+        rows = [] if self.staged is None else [self.staged]
+        if granted.get("load_w"):
+            rows.append(req["load_w"][0])
+        return sum(1 << b for b in {self.bank(r) for r in rows})
 
     def step(self, req, granted):
         """Advance one cycle; returns the rows the granted reads will return."""
         reads = {n: self.mem[req[n]].copy() for n in READERS if granted.get(n)}
         overflow_next = self.sat_commit or (self.overflow and not req.get("clear"))
         self.sat_commit = False
-        self.busy = [0] * self.cfg.acc_banks
+        self.staged = None
         for name in WRITERS:
             if not granted.get(name):
                 continue
@@ -66,7 +87,8 @@ class AccModel:
                 data, over = sat32(self.mem[addr] + data)
                 self.sat_commit |= over
             self.mem[addr] = data
-            self.busy[self.bank(addr)] = 1
+            if name != "load_w":
+                self.staged = addr
         self.overflow = int(overflow_next)
         return reads
 
@@ -75,10 +97,11 @@ def run_schedule(cfg, schedule, *, corrupt_read=None):
     """Drive one request dict per cycle; check grants, read data, ``busy`` and ``overflow``
     against :class:`AccModel` every cycle. ``corrupt_read`` (an index into the read
     responses) flips one expected value, to show the scoreboard catches it. Returns the
-    model and the list of (port, row) read responses."""
+    model, the list of (port, row) read responses and the grants of every cycle."""
     dut = Accumulator(config=cfg)
     model = AccModel(cfg)
     responses = []
+    grants = []
     errors = []
 
     async def bench(ctx):
@@ -109,7 +132,9 @@ def run_schedule(cfg, schedule, *, corrupt_read=None):
             rdata = dict(zip(READERS, vals[nw + 2 * nr: nw + 3 * nr], strict=True))
             overflow, busy = vals[-2], vals[-1]
 
-            want_busy = sum(b << i for i, b in enumerate(model.busy))
+            granted = model.grants(req)
+            grants.append(granted)
+            want_busy = model.busy(req, granted)
             if (overflow, busy) != (model.overflow, want_busy):
                 errors.append(f"cycle {cycle}: overflow/busy {overflow}/{busy:b}, "
                               f"expected {model.overflow}/{want_busy:b}")
@@ -124,7 +149,6 @@ def run_schedule(cfg, schedule, *, corrupt_read=None):
                     responses.append((name, got))
                     if got != want:
                         errors.append(f"cycle {cycle}: {name} read {got}, expected {want}")
-            granted = model.grants(req)
             for name, g in granted.items():
                 if name in ready and bool(ready[name]) != g:
                     errors.append(f"cycle {cycle}: {name}.ready is {ready[name]}, rule says {g}")
@@ -138,7 +162,7 @@ def run_schedule(cfg, schedule, *, corrupt_read=None):
     sim.run()
     if errors:
         raise AssertionError("; ".join(errors[:3]))
-    return model, responses
+    return model, responses, grants
 
 
 # -- directed -------------------------------------------------------------------------------
@@ -147,54 +171,82 @@ def row_of(cfg, value):
     return [value] * cfg.cols
 
 
-def test_back_to_back_accumulate_forwards():
+BOTH = pytest.mark.parametrize("vector_unit", [True, False], ids=["split", "shared"])
+
+
+@BOTH
+def test_back_to_back_accumulate_forwards(vector_unit):
     """Row r accumulated on consecutive cycles, with gaps of one and two cycles, and
     interleaved with another row of the same bank, must see every earlier write."""
-    cfg = make_config()
+    cfg = make_config(vector_unit=vector_unit)
     r, s = 3, 5
     adds = [(r, 1), (r, 2), (r, 4), (s, 8), (r, 16), (None, 0), (r, 32), (None, 0),
             (None, 0), (r, 64), (s, 128), (s, 256), (r, 512)]
     schedule = [{"array_w": (r, row_of(cfg, 1000), False)}]     # overwrite first
     for addr, v in adds:
         schedule.append({} if addr is None else {"array_w": (addr, row_of(cfg, v), True)})
+    schedule.append({})
     schedule.append({"store_rd": r})
     schedule.append({"store_rd": s})
-    model, responses = run_schedule(cfg, schedule)
+    model, responses, _ = run_schedule(cfg, schedule)
     assert responses == [("store_rd", row_of(cfg, 1000 + 1 + 2 + 4 + 16 + 32 + 64 + 512)),
                          ("store_rd", row_of(cfg, 8 + 128 + 256))]
 
 
-def test_read_right_after_write_sees_it():
-    """A read granted the cycle after a write's acceptance is forwarded the new row."""
-    cfg = make_config()
+@BOTH
+def test_read_of_a_committing_row_waits(vector_unit):
+    """A read of the row being committed (the previous cycle's write) is not granted; one
+    cycle later it is, and returns the new row. A LOAD row lands in its own cycle."""
+    cfg = make_config(vector_unit=vector_unit)
     schedule = [
         {"load_w": (2, row_of(cfg, 7))},
         {"store_rd": 2, "array_w": (2, row_of(cfg, 5), True)},   # array takes the port
+        {"store_rd": 2},                                          # row 2 is committing
         {"store_rd": 2},
+        {"load_w": (6, row_of(cfg, -9)), "store_rd": 6},          # LOAD row: read waits
+        {"store_rd": 6},
+    ]
+    _, responses, grants = run_schedule(cfg, schedule)
+    assert responses == [("store_rd", row_of(cfg, 12)), ("store_rd", row_of(cfg, -9))]
+    assert [g.get("store_rd") for g in grants[:6]] == [None, False, False, True, False, True]
+    assert grants[0]["load_w"] and grants[4]["load_w"]
+
+
+def test_vector_read_of_same_cycle_write_is_old():
+    cfg = make_config()
+    schedule = [
+        {"load_w": (2, row_of(cfg, 7))},
         {"vec_w": (2, row_of(cfg, -9)), "vec_rd_a": 2},           # same-cycle write unseen
+        {"vec_rd_b": 1},
         {"vec_rd_b": 2},
     ]
-    _, responses = run_schedule(cfg, schedule)
-    assert responses == [("store_rd", row_of(cfg, 12)), ("vec_rd_a", row_of(cfg, 12)),
+    _, responses, _ = run_schedule(cfg, schedule)
+    assert responses == [("vec_rd_a", row_of(cfg, 7)), ("vec_rd_b", row_of(cfg, 0)),
                          ("vec_rd_b", row_of(cfg, -9))]
 
 
-def test_overwrite_versus_accumulate():
-    cfg = make_config()
+@BOTH
+def test_overwrite_versus_accumulate(vector_unit):
+    cfg = make_config(vector_unit=vector_unit)
     vals = [[1, -2, 3, -4], [10, 20, 30, 40], [-5, -5, -5, -5]]
     schedule = [
         {"array_w": (9, vals[0], False)},
         {"array_w": (9, vals[1], True)},
         {"array_w": (9, vals[2], False)},   # overwrite right behind an accumulate
         {"array_w": (9, vals[1], True)},
-        {"store_rd": 9},
+        {"load_w": (9, vals[0])},           # waits for the commit
+        {"load_w": (9, vals[0])},
+        {"array_w": (9, vals[2], True)},    # accumulates onto the LOAD row
+        {}, {"store_rd": 9},
     ]
-    _, responses = run_schedule(cfg, schedule)
-    assert responses == [("store_rd", [5, 15, 25, 35])]
+    _, responses, grants = run_schedule(cfg, schedule)
+    assert responses == [("store_rd", [-4, -7, -2, -9])]
+    assert [grants[4]["load_w"], grants[5]["load_w"]] == [False, True]
 
 
-def test_saturation_and_sticky_overflow():
-    cfg = make_config()
+@BOTH
+def test_saturation_and_sticky_overflow(vector_unit):
+    cfg = make_config(vector_unit=vector_unit)
     schedule = [
         {"array_w": (1, [INT32_MAX - 1, INT32_MIN + 1, 0, 5], False)},
         {"array_w": (1, [2, -2, 0, -5], True)},          # saturates both ways
@@ -202,16 +254,17 @@ def test_saturation_and_sticky_overflow():
         {}, {"clear": True},
         {"store_rd": 1},
         {"array_w": (1, [1, 0, 0, 0], True), "clear": True},   # saturation beats clear
-        {}, {},
+        {"load_w": (3, [INT32_MAX, INT32_MIN, 0, 0])},   # an overwrite never overflows
+        {}, {"clear": True}, {},
     ]
-    model, responses = run_schedule(cfg, schedule)
+    model, responses, _ = run_schedule(cfg, schedule)
     assert responses == [("store_rd", [INT32_MAX, INT32_MIN, 0, 0])]
-    assert model.overflow == 1
+    assert model.overflow == 0
 
 
 def test_ping_pong_streams_both_banks_every_cycle():
-    """The array accumulates into bank 0 while STORE reads bank 1 and LOAD writes bank 1:
-    nothing waits."""
+    """With a memory per bank the array accumulates into bank 0 while STORE reads bank 1:
+    the read never waits; LOAD waits while the array writes."""
     cfg = make_config()
     d = cfg.acc_depth
     schedule = []
@@ -219,8 +272,24 @@ def test_ping_pong_streams_both_banks_every_cycle():
         schedule.append({"array_w": (t % d, row_of(cfg, t), True),
                          "store_rd": d + t % d,
                          "load_w": (d + (t + 3) % d, row_of(cfg, -t))})
-    run_schedule(cfg, schedule)   # every cycle's ready is checked against the rule
-    assert all(AccModel(cfg).grants(req)["store_rd"] for req in schedule)
+    _, _, grants = run_schedule(cfg, schedule)   # every cycle's ready is checked
+    assert all(g["store_rd"] and not g["load_w"] for g in grants[:-1])
+
+
+def test_shared_memory_reads_take_the_array_free_cycles():
+    """With one shared memory STORE reads only in cycles in which the array neither
+    writes nor commits a row; the array still writes one row per cycle."""
+    cfg = make_config(vector_unit=False)
+    d = cfg.acc_depth
+    schedule = []
+    for t in range(2 * d):
+        req = {"store_rd": d + t % d}
+        if t % 4 < 2:
+            req["array_w"] = (t % d, row_of(cfg, t), t % 2 == 0)
+        schedule.append(req)
+    _, responses, grants = run_schedule(cfg, schedule)
+    assert [g["store_rd"] for g in grants[:-1]] == [t % 4 == 3 for t in range(2 * d)]
+    assert len(responses) == d // 2
 
 
 def test_same_bank_conflicts_follow_priority():
@@ -231,14 +300,14 @@ def test_same_bank_conflicts_follow_priority():
         {"vec_w": (1, row_of(cfg, 2)), "load_w": (2, row_of(cfg, 3)),
          "store_rd": 3, "vec_rd_a": 4},
         {"load_w": (2, row_of(cfg, 3)), "vec_rd_a": 4, "vec_rd_b": 5},
+        {"load_w": (2, row_of(cfg, 3)), "vec_rd_a": 4, "vec_rd_b": 5},
     ]
-    model = AccModel(cfg)
-    g = [model.grants(req) for req in schedule]
+    _, _, g = run_schedule(cfg, schedule)   # the hardware agrees, cycle by cycle
     assert g[0] == {"array_w": True, "vec_w": False, "load_w": False,
                     "store_rd": False, "vec_rd_a": False, "vec_rd_b": False}
     assert g[1] == {"vec_w": True, "load_w": False, "store_rd": True, "vec_rd_a": False}
-    assert g[2] == {"load_w": True, "vec_rd_a": True, "vec_rd_b": False}
-    run_schedule(cfg, schedule)   # and the hardware agrees, cycle by cycle
+    assert g[2] == {"load_w": False, "vec_rd_a": True, "vec_rd_b": False}   # vec_w commits
+    assert g[3] == {"load_w": True, "vec_rd_a": False, "vec_rd_b": False}   # LOAD lands
 
 
 # -- random traffic -------------------------------------------------------------------------
@@ -269,11 +338,13 @@ def random_schedule(cfg, rng, cycles, p=0.5):
     return schedule
 
 
-@pytest.mark.parametrize("cols,seed", [(4, 1), (1, 2), (3, 3)])
-def test_random_traffic_matches_model(cols, seed):
-    cfg = make_config(cols)
-    model, responses = run_schedule(cfg, random_schedule(cfg, np.random.default_rng(seed), 1500))
-    assert len(responses) > 300
+@pytest.mark.parametrize("cols,seed,vector_unit", [
+    (4, 1, True), (1, 2, True), (3, 3, True), (4, 5, False), (2, 6, False)])
+def test_random_traffic_matches_model(cols, seed, vector_unit):
+    cfg = make_config(cols, vector_unit=vector_unit)
+    model, responses, _ = run_schedule(
+        cfg, random_schedule(cfg, np.random.default_rng(seed), 1500))
+    assert len(responses) > (300 if vector_unit else 50)
     assert model.overflow in (0, 1)
 
 
@@ -284,12 +355,14 @@ def test_hypothesis_traffic(seed, p):
     run_schedule(cfg, random_schedule(cfg, np.random.default_rng(seed), 200, p))
 
 
-def test_scoreboard_catches_one_corrupted_value():
-    cfg = make_config()
+@BOTH
+def test_scoreboard_catches_one_corrupted_value(vector_unit):
+    cfg = make_config(vector_unit=vector_unit)
     schedule = random_schedule(cfg, np.random.default_rng(9), 200)
-    run_schedule(cfg, schedule)
+    _, responses, _ = run_schedule(cfg, schedule)
+    assert len(responses) > 5
     with pytest.raises(AssertionError, match="read .* expected"):
-        run_schedule(cfg, schedule, corrupt_read=20)
+        run_schedule(cfg, schedule, corrupt_read=5)
 
 
 def test_without_vector_unit_matches_model_and_ignores_vector_ports():
@@ -299,8 +372,8 @@ def test_without_vector_unit_matches_model_and_ignores_vector_ports():
     vec = ("vec_w", "vec_rd_a", "vec_rd_b")
     schedule = [{k: v for k, v in req.items() if k not in vec}
                 for req in random_schedule(cfg, np.random.default_rng(4), 600)]
-    _, responses = run_schedule(cfg, schedule)
-    assert len(responses) > 50
+    _, responses, _ = run_schedule(cfg, schedule)
+    assert len(responses) > 25
 
     dut = Accumulator(config=cfg)
     seen = []
