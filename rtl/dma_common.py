@@ -82,17 +82,23 @@ class BurstSplitter(wiring.Component):
         rem_m1 = Signal(self._beats_width)   # beats left minus one
         tag = Signal.like(self.spans.p.tag)
 
-        # Beats to the page end minus one is the complement of the word index.
+        # Beats to the page end minus one is the complement of the word index; a burst
+        # that does not end its span runs to the page end or is 256 beats long.
         room_m1 = ~word
         cap_m1 = Signal(8)
+        to_end = Signal()        # the burst (if not the span's last) ends at the page end
         if word_bits > 8:
-            m.d.comb += cap_m1.eq(Mux(room_m1[8:].any(), 0xFF, room_m1[:8]))
+            m.d.comb += [to_end.eq(word[8:].all()),
+                         cap_m1.eq(Mux(to_end, room_m1[:8], 0xFF))]
         else:
-            m.d.comb += cap_m1.eq(room_m1)
+            m.d.comb += [to_end.eq(1), cap_m1.eq(room_m1)]
+        # Beats left after a burst of cap_m1 + 1; its borrow says the span ends here.
+        after = Signal(max(self._beats_width + 1, 9))   # -256 .. beats - 1
+        m.d.comb += after.eq(rem_m1 - cap_m1 - 1)
         last = Signal()
         len_ = Signal(8)
         m.d.comb += [
-            last.eq((rem_m1[8:] == 0) & (rem_m1[:8] <= cap_m1)),
+            last.eq(active & after[-1]),
             len_.eq(Mux(last, rem_m1, cap_m1)),
             self.bursts.valid.eq(active),
             self.bursts.p.addr.eq(Cat(Const(0, lg), word, page)),
@@ -102,13 +108,15 @@ class BurstSplitter(wiring.Component):
             self.spans.ready.eq(~active | (self.bursts.ready & last)),
         ]
         with m.If(self.bursts.valid & self.bursts.ready):
-            next_word = Signal(word_bits + 1)
-            m.d.comb += next_word.eq(word + cap_m1 + 1)
-            m.d.sync += [
-                word.eq(next_word[:word_bits]),
-                page.eq(page + next_word[word_bits]),
-                rem_m1.eq(rem_m1 - cap_m1 - 1),
-            ]
+            # Only a burst that is not the span's last needs the next address: word 0
+            # of the next page, or 256 words on.
+            m.d.sync += [page.eq(page + to_end), rem_m1.eq(after)]
+            if word_bits > 8:
+                m.d.sync += word[8:].eq(word[8:] + 1)
+                with m.If(to_end):
+                    m.d.sync += word[:8].eq(0)
+            else:
+                m.d.sync += word.eq(0)
             with m.If(last):
                 m.d.sync += active.eq(0)
         with m.If(self.spans.valid & self.spans.ready):

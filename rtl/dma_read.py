@@ -145,8 +145,10 @@ class ReadEngine(wiring.Component):
         width = max(self.row_bytes, 16)
         desc_layout = _desc_layout(lg)
 
-        m.submodules.descs = descs = fifo.SyncFIFOBuffered(
-            width=desc_layout.size, depth=self.outstanding + 2)
+        # A row's descriptor waits here while its bursts are in flight (one per row at most
+        # ``outstanding``) and while it is in the merger.
+        m.submodules.descs = descs = fifo.SyncFIFO(width=desc_layout.size,
+                                                   depth=self.outstanding)
         m.submodules.split = split = BurstSplitter(bus_bytes=B, beats_width=16 + 4 - lg)
         # One entry per burst in flight: whether it ends its span (a LOAD row or a fetch
         # command). Its level is the count of bursts in flight.
@@ -184,9 +186,7 @@ class ReadEngine(wiring.Component):
         ``busy`` (the merger's ``done`` input clears it at the LOAD's last row).
         """
         active = Signal()
-        is_fetch = Signal()
         addr = Signal(32)
-        count = Signal(16)      # fetch words (0 acts as 1)
         stride = Signal(24)
         nbytes = Signal(9)      # memory bytes per row (0: every row is a pad row)
         dst = Signal(8)
@@ -200,8 +200,10 @@ class ReadEngine(wiring.Component):
         load_end = Signal()     # from the merger: the LOAD's last row is complete
 
         fc, lc = self.fetch_cmd, self.load_cmd
+        sp = split.spans
+        # A fetch command goes straight to the splitter as one span, with one descriptor.
         m.d.comb += [
-            fc.ready.eq(~active),
+            fc.ready.eq(~active & descs.w_rdy & sp.ready),
             lc.ready.eq(~active & ~fc.valid & ~load_busy),
         ]
 
@@ -209,8 +211,6 @@ class ReadEngine(wiring.Component):
         wide = lc.p.elem_bytes == 4
         c_nbytes = Mux(wide, lc.p.length << 2, lc.p.length)
         c_dst = Mux(wide, lc.p.pad_left << 2, lc.p.pad_left)
-        c_lim = Signal(9)
-        m.d.comb += c_lim.eq(Mux(wide, lc.p.row_elems << 2, lc.p.row_elems))
         c_end = Signal(10)
         m.d.comb += c_end.eq(c_dst + c_nbytes)
 
@@ -219,19 +219,14 @@ class ReadEngine(wiring.Component):
                 return Mux(value[width.bit_length() - 1:].any(), width, value)
             return Mux(value < width, value, width)
 
-        # Bytes from lim on are pads: [lo, hi) is empty when dst >= lim.
-        c_hi = Mux(c_end < c_lim, c_end, c_lim)
 
         with m.If(load_end):
             m.d.sync += load_busy.eq(0)
-        with m.If(fc.valid & fc.ready):
-            m.d.sync += [active.eq(1), is_fetch.eq(1), addr.eq(fc.p.addr),
-                         count.eq(Mux(fc.p.count == 0, 1, fc.p.count))]
-        with m.Elif(lc.valid & lc.ready):
+        with m.If(lc.valid & lc.ready):
             m.d.sync += [
-                active.eq(1), is_fetch.eq(0), load_busy.eq(1), addr.eq(lc.p.dram_addr),
+                active.eq(1), load_busy.eq(1), addr.eq(lc.p.dram_addr),
                 stride.eq(lc.p.stride), nbytes.eq(c_nbytes), dst.eq(c_dst),
-                lo.eq(at_most_width(c_dst)), hi.eq(at_most_width(c_hi)),
+                lo.eq(at_most_width(c_dst)), hi.eq(at_most_width(c_end)),
                 pad.eq(Mux(wide, 0, lc.p.pad_value)),
                 rows_left.eq(lc.p.n_rows), top_left.eq(lc.p.pad_top),
                 bottom.eq(lc.p.pad_bottom),
@@ -246,25 +241,26 @@ class ReadEngine(wiring.Component):
         last_row = rows_left[1:] == 0
 
         desc = Signal(desc_layout)
-        sp = split.spans
-        m.d.comb += [sp.p.addr.eq(Cat(Const(0, lg), addr[lg:])), desc.off.eq(off)]
-        with m.If(is_fetch):
+        go = Signal()
+        with m.If(active):
             m.d.comb += [
-                desc.fetch.eq(1), desc.last.eq(1), desc.mem.eq(1), desc.off.eq(0),
-                sp.p.beats.eq(count << (4 - lg)),
+                desc.last.eq(last_row), desc.mem.eq(is_mem), desc.off.eq(off),
+                sp.p.addr.eq(Cat(Const(0, lg), addr[lg:])),
+                sp.p.beats.eq((off + nbytes + B - 1) >> lg),
+                sp.valid.eq(descs.w_rdy & is_mem),
+                go.eq(descs.w_rdy & (sp.ready | ~is_mem)),
             ]
         with m.Else():
+            count = fc.p.count | (fc.p.count == 0)
             m.d.comb += [
-                desc.fetch.eq(0), desc.last.eq(last_row), desc.mem.eq(is_mem),
-                sp.p.beats.eq((off + nbytes + B - 1) >> lg),
+                desc.fetch.eq(1), desc.last.eq(1), desc.mem.eq(1),
+                sp.p.addr.eq(fc.p.addr),
+                sp.p.beats.eq(count << (4 - lg)),
+                sp.valid.eq(fc.valid & descs.w_rdy),
             ]
-        reads = is_fetch | is_mem
-        go = Signal()
         m.d.comb += [
-            go.eq(active & descs.w_rdy & (sp.ready | ~reads)),
-            descs.w_en.eq(go),
+            descs.w_en.eq(go | (fc.valid & fc.ready)),
             descs.w_data.eq(desc.as_value()),
-            sp.valid.eq(active & descs.w_rdy & reads),
         ]
         with m.If(go):
             m.d.sync += rows_left.eq(rows_left - 1)
@@ -272,7 +268,7 @@ class ReadEngine(wiring.Component):
                 m.d.sync += top_left.eq(top_left - 1)
             with m.Elif(is_mem):
                 m.d.sync += addr.eq(addr + stride)
-            with m.If(is_fetch | last_row):
+            with m.If(last_row):
                 m.d.sync += active.eq(0)
         return dict(dst=dst, lo=lo, hi=hi, pad=pad, load_end=load_end)
 
@@ -389,7 +385,7 @@ class ReadEngine(wiring.Component):
             with m.Else():
                 # Place bytes while idx < hi; a beat goes with its last byte used (or
                 # the row's last placed byte); beats past hi are drained.
-                last_byte = idx == win["hi"] - 1
+                last_byte = idx + 1 == win["hi"]
                 m.d.comb += [
                     we.eq(writing & bus.rvalid),
                     take.eq(bus.rvalid & (~writing | (lane == B - 1) | last_byte)),
