@@ -145,24 +145,23 @@ class ReadEngine(wiring.Component):
         width = max(self.row_bytes, 16)
         desc_layout = _desc_layout(lg)
 
-        # A row's descriptor waits here while its bursts are in flight (one per row at most
-        # ``outstanding``) and while it is in the merger.
-        m.submodules.descs = descs = fifo.SyncFIFO(width=desc_layout.size,
+        m.submodules.split = split = BurstSplitter(bus_bytes=B, beats_width=16 + 4 - lg,
+                                                   tag_shape=desc_layout)
+        # One entry per burst in flight or pad row on its way to the merger: the row's
+        # descriptor and whether the burst ends its span (a LOAD row or a fetch command).
+        m.submodules.queue = queue = fifo.SyncFIFO(width=desc_layout.size + 1,
                                                    depth=self.outstanding)
-        m.submodules.split = split = BurstSplitter(bus_bytes=B, beats_width=16 + 4 - lg)
-        # One entry per burst in flight: whether it ends its span (a LOAD row or a fetch
-        # command). Its level is the count of bursts in flight.
-        m.submodules.flags = flags = fifo.SyncFIFO(width=1, depth=self.outstanding)
 
-        win = self._planner(m, B, lg, width, desc_layout, split, descs)
+        win = self._planner(m, B, lg, width, desc_layout, split)
 
         # -- address side ----------------------------------------------------------------
+        tag = split.bursts.p.tag
         m.d.comb += [
-            bus.arvalid.eq(split.bursts.valid & flags.w_rdy),
-            split.bursts.ready.eq(bus.arready & flags.w_rdy),
-            flags.w_en.eq(bus.arvalid & bus.arready),
-            flags.w_data.eq(split.bursts.p.last),
-            flags.r_en.eq(bus.rvalid & bus.rready & bus.rlast),
+            # A pad row passes as a burst that issues no AR.
+            bus.arvalid.eq(split.bursts.valid & queue.w_rdy & tag.mem),
+            split.bursts.ready.eq(queue.w_rdy & (bus.arready | ~tag.mem)),
+            queue.w_en.eq(split.bursts.valid & split.bursts.ready),
+            queue.w_data.eq(Cat(tag.as_value(), split.bursts.p.last)),
             bus.araddr.eq(split.bursts.p.addr),
             bus.arlen.eq(split.bursts.p.len),
             bus.arsize.eq(lg),
@@ -173,12 +172,12 @@ class ReadEngine(wiring.Component):
         ]
 
         out = self._output(m, width)
-        d = data.View(desc_layout, descs.r_data)
+        d = data.View(desc_layout, queue.r_data[:-1])
         merger = self._serial_merger if B == 4 else self._wide_merger
-        merger(m, B, lg, width, d, descs, flags.r_data, win, out)
+        merger(m, B, lg, width, d, queue, queue.r_data[-1], win, out)
         return m
 
-    def _planner(self, m, B, lg, width, desc_layout, split, descs):
+    def _planner(self, m, B, lg, width, desc_layout, split):
         """Walks the active command, one destination row per cycle.
 
         Returns the LOAD's byte window for the merger: ``dst`` (row byte of the first
@@ -203,7 +202,7 @@ class ReadEngine(wiring.Component):
         sp = split.spans
         # A fetch command goes straight to the splitter as one span, with one descriptor.
         m.d.comb += [
-            fc.ready.eq(~active & descs.w_rdy & sp.ready),
+            fc.ready.eq(~active & sp.ready),
             lc.ready.eq(~active & ~fc.valid & ~load_busy),
         ]
 
@@ -240,15 +239,16 @@ class ReadEngine(wiring.Component):
         is_mem = ~is_top & above_bottom & (nbytes != 0)
         last_row = rows_left[1:] == 0
 
-        desc = Signal(desc_layout)
+        # Every row goes to the splitter; a pad row as one beat that issues no AR.
+        desc = sp.p.tag
         go = Signal()
         with m.If(active):
             m.d.comb += [
                 desc.last.eq(last_row), desc.mem.eq(is_mem), desc.off.eq(off),
                 sp.p.addr.eq(Cat(Const(0, lg), addr[lg:])),
-                sp.p.beats.eq((off + nbytes + B - 1) >> lg),
-                sp.valid.eq(descs.w_rdy & is_mem),
-                go.eq(descs.w_rdy & (sp.ready | ~is_mem)),
+                sp.p.beats.eq(Mux(is_mem, (off + nbytes + B - 1) >> lg, 1)),
+                sp.valid.eq(1),
+                go.eq(sp.ready),
             ]
         with m.Else():
             count = fc.p.count | (fc.p.count == 0)
@@ -256,12 +256,8 @@ class ReadEngine(wiring.Component):
                 desc.fetch.eq(1), desc.last.eq(1), desc.mem.eq(1),
                 sp.p.addr.eq(fc.p.addr),
                 sp.p.beats.eq(count << (4 - lg)),
-                sp.valid.eq(fc.valid & descs.w_rdy),
+                sp.valid.eq(fc.valid),
             ]
-        m.d.comb += [
-            descs.w_en.eq(go | (fc.valid & fc.ready)),
-            descs.w_data.eq(desc.as_value()),
-        ]
         with m.If(go):
             m.d.sync += rows_left.eq(rows_left - 1)
             with m.If(is_top):
@@ -342,7 +338,7 @@ class ReadEngine(wiring.Component):
             with m.Elif(beat_err):
                 m.d.sync += cmd_err.eq(1)
 
-    def _serial_merger(self, m, B, lg, width, d, descs, span_end, win, out):
+    def _serial_merger(self, m, B, lg, width, d, queue, span_end, win, out):
         """Byte-serial merger: a LOAD row byte per cycle, a fetch beat per cycle.
 
         Every byte of the row register loads from one fixed lane of ``fill`` (byte ``j``
@@ -359,7 +355,7 @@ class ReadEngine(wiring.Component):
 
         writing = idx < win["hi"]       # a LOAD row's memory byte is placed at idx
         burst_end = bus.rlast & span_end
-        ready = out.free & descs.r_rdy
+        ready = out.free & queue.r_rdy
         byte = Signal(8)
         m.d.comb += byte.eq(Mux(first, win["pad"],
                                 bus.rdata.word_select(lane, 8)))
@@ -396,10 +392,15 @@ class ReadEngine(wiring.Component):
         m.d.comb += bus.rready.eq(take)
 
         chunk = idx >> lg
+        at_chunk = Signal(width // B)   # a write lands in chunk c
+        at_lane = Signal(B)             # ... and in its lane t (a fetch beat: all lanes)
+        m.d.comb += [
+            at_chunk.eq(Cat(we & (chunk == c) for c in range(width // B))),
+            at_lane.eq(Cat(d.fetch | (idx[:lg] == t) for t in range(B))),
+        ]
         for j in range(width):
             c, t = divmod(j, B)
-            hit = (chunk == c) & (d.fetch | (idx[:lg] == t))
-            with m.If(preset | (we & hit)):
+            with m.If(preset | (at_chunk[c] & at_lane[t])):
                 m.d.sync += buf[8 * j:8 * j + 8].eq(fill[8 * t:8 * t + 8])
 
         with m.If(end_row):
@@ -409,11 +410,11 @@ class ReadEngine(wiring.Component):
             out.finish.eq(end_word | end_row),
             out.fetch.eq(d.fetch),
             out.last.eq(d.last & (~d.fetch | burst_end)),
-            descs.r_en.eq(end_row | (end_word & burst_end)),
+            queue.r_en.eq((take & bus.rlast) | (end_row & ~d.mem)),
             win["load_end"].eq(end_row & d.last),
         ]
 
-    def _wide_merger(self, m, B, lg, width, d, descs, span_end, win, out):
+    def _wide_merger(self, m, B, lg, width, d, queue, span_end, win, out):
         """Beat-wide merger: places one R beat per cycle into the row register."""
         bus = self.bus
         buf = out.buf
@@ -451,7 +452,7 @@ class ReadEngine(wiring.Component):
         # A row byte is written when a beat brings its data or, on a row's first beat (or
         # a pad row), with the pad value; otherwise it keeps its value.
         step = Signal()          # a beat is taken or a pad row completes
-        m.d.comb += step.eq(out.free & descs.r_rdy & (~d.mem | bus.rvalid))
+        m.d.comb += step.eq(out.free & queue.r_rdy & (~d.mem | bus.rvalid))
         for j in range(width):
             c, t = divmod(j, B)
             take = Mux(high[t], cur[c + 1], cur[c]) & span[j] & d.mem
@@ -463,7 +464,7 @@ class ReadEngine(wiring.Component):
         take = Signal()
         end_word = Signal()
         end_row = Signal()
-        with m.If(out.free & descs.r_rdy):
+        with m.If(out.free & queue.r_rdy):
             with m.If(~d.mem):
                 m.d.comb += end_row.eq(1)
             with m.Else():
@@ -472,7 +473,7 @@ class ReadEngine(wiring.Component):
                     m.d.sync += [first.eq(0), win_pos.eq(cur << 1)]
                     m.d.comb += [end_word.eq(d.fetch & cur[16 // B]),
                                  end_row.eq(~d.fetch & burst_end)]
-        m.d.comb += bus.rready.eq(out.free & descs.r_rdy & d.mem)
+        m.d.comb += bus.rready.eq(out.free & queue.r_rdy & d.mem)
         with m.If(end_word | end_row):
             m.d.sync += first.eq(1)
         self._errors(m, d, take, end_word, end_row, out)
@@ -480,6 +481,6 @@ class ReadEngine(wiring.Component):
             out.finish.eq(end_word | end_row),
             out.fetch.eq(d.fetch),
             out.last.eq(d.last & (~d.fetch | burst_end)),
-            descs.r_en.eq(end_row | (end_word & burst_end)),
+            queue.r_en.eq((take & bus.rlast) | (end_row & ~d.mem)),
             win["load_end"].eq(end_row & d.last),
         ]
