@@ -74,10 +74,12 @@ class BurstSplitter(wiring.Component):
         addr_width = len(self.spans.p.addr)
 
         # The current burst address as page number and word within the page: a burst
-        # never crosses the page, so only the word index is added to; the page steps by
-        # one when a burst ends exactly at the page end.
+        # never crosses the page, so only the word index is added to; the page is the
+        # span's plus the pages crossed so far (one more when a burst ends exactly at
+        # the page end).
         active = Signal()
         page = Signal(addr_width - 12)
+        crossed = Signal(max(1, self._beats_width + lg - 11))
         word = Signal(word_bits)
         rem_m1 = Signal(self._beats_width)   # beats left minus one
         tag = Signal.like(self.spans.p.tag)
@@ -101,7 +103,7 @@ class BurstSplitter(wiring.Component):
             last.eq(active & after[-1]),
             len_.eq(Mux(last, rem_m1, cap_m1)),
             self.bursts.valid.eq(active),
-            self.bursts.p.addr.eq(Cat(Const(0, lg), word, page)),
+            self.bursts.p.addr.eq(Cat(Const(0, lg), word, page + crossed)),
             self.bursts.p.len.eq(len_),
             self.bursts.p.tag.eq(tag),
             self.bursts.p.last.eq(last),
@@ -110,7 +112,7 @@ class BurstSplitter(wiring.Component):
         with m.If(self.bursts.valid & self.bursts.ready):
             # Only a burst that is not the span's last needs the next address: word 0
             # of the next page, or 256 words on.
-            m.d.sync += [page.eq(page + to_end), rem_m1.eq(after)]
+            m.d.sync += [crossed.eq(crossed + to_end), rem_m1.eq(after)]
             if word_bits > 8:
                 m.d.sync += word[8:].eq(word[8:] + 1)
                 with m.If(to_end):
@@ -123,6 +125,7 @@ class BurstSplitter(wiring.Component):
             m.d.sync += [
                 word.eq(self.spans.p.addr[lg:12]),
                 page.eq(self.spans.p.addr[12:]),
+                crossed.eq(0),
                 rem_m1.eq(self.spans.p.beats - 1),
                 tag.eq(self.spans.p.tag),
                 active.eq(self.spans.p.beats != 0),
