@@ -81,7 +81,7 @@ class BurstSplitter(wiring.Component):
         page = Signal(addr_width - 12)
         crossed = Signal(max(1, self._beats_width + lg - 11))
         word = Signal(word_bits)
-        rem_m1 = Signal(self._beats_width)   # beats left minus one
+        rem = Signal(self._beats_width)      # beats left
         tag = Signal.like(self.spans.p.tag)
 
         # Beats to the page end minus one is the complement of the word index; a burst
@@ -94,14 +94,14 @@ class BurstSplitter(wiring.Component):
                          cap_m1.eq(Mux(to_end, room_m1[:8], 0xFF))]
         else:
             m.d.comb += [to_end.eq(1), cap_m1.eq(room_m1)]
-        # Beats left after a burst of cap_m1 + 1; its borrow says the span ends here.
-        after = Signal(max(self._beats_width + 1, 9))   # -256 .. beats - 1
-        m.d.comb += after.eq(rem_m1 - cap_m1 - 1)
+        # Beats left after a burst of cap_m1 + 1: none or fewer means the span ends here.
+        after = Signal(max(self._beats_width + 1, 10))   # -256 .. beats - 1
+        m.d.comb += after.eq(rem + ~Cat(cap_m1, Const(0, 1)).as_signed())
         last = Signal()
         len_ = Signal(8)
         m.d.comb += [
-            last.eq(active & after[-1]),
-            len_.eq(Mux(last, rem_m1, cap_m1)),
+            last.eq(active & (after[-1] | (after == 0))),
+            len_.eq(Mux(last, rem[:8] - 1, cap_m1)),
             self.bursts.valid.eq(active),
             self.bursts.p.addr.eq(Cat(Const(0, lg), word, page + crossed)),
             self.bursts.p.len.eq(len_),
@@ -112,7 +112,7 @@ class BurstSplitter(wiring.Component):
         with m.If(self.bursts.valid & self.bursts.ready):
             # Only a burst that is not the span's last needs the next address: word 0
             # of the next page, or 256 words on.
-            m.d.sync += [crossed.eq(crossed + to_end), rem_m1.eq(after)]
+            m.d.sync += [crossed.eq(crossed + to_end), rem.eq(after)]
             if word_bits > 8:
                 m.d.sync += word[8:].eq(word[8:] + 1)
                 with m.If(to_end):
@@ -126,7 +126,7 @@ class BurstSplitter(wiring.Component):
                 word.eq(self.spans.p.addr[lg:12]),
                 page.eq(self.spans.p.addr[12:]),
                 crossed.eq(0),
-                rem_m1.eq(self.spans.p.beats - 1),
+                rem.eq(self.spans.p.beats),
                 tag.eq(self.spans.p.tag),
                 active.eq(self.spans.p.beats != 0),
             ]
