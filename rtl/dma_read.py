@@ -339,72 +339,58 @@ class ReadEngine(wiring.Component):
                 m.d.sync += cmd_err.eq(1)
 
     def _serial_merger(self, m, B, lg, width, d, queue, span_end, win, out):
-        """Byte-serial merger: a LOAD row byte per cycle, a fetch beat per cycle.
+        """Byte-serial merger: one row byte (or fetch word byte) per cycle.
 
-        Every byte of the row register loads from one fixed lane of ``fill`` (byte ``j``
-        from lane ``j % B``), so it needs no data multiplexer of its own, only a write
-        enable: all bytes on a row's preset, the chunk of the beat's position for a fetch
-        beat, the one byte at ``idx`` for a LOAD byte (``fill`` then carries that byte on
-        every lane).
+        Every byte of the row register loads from the same 8-bit ``byte`` (the memory
+        byte at ``lane`` of the R beat, or the pad value), so it needs no data
+        multiplexer of its own, only a write enable: all bytes on a LOAD row's preset,
+        the one byte at ``idx`` otherwise. A fetch word is bytes 0..15 of its beats.
         """
         bus = self.bus
         buf = out.buf
         first = Signal(init=1)          # a LOAD row's preset cycle is next
-        idx = Signal(range(width + 1))  # the next row byte (a fetch: the beat's first)
+        idx = Signal(range(width + 1))  # the next row byte
         lane = Signal(lg)               # lane of the next memory byte in the beat
 
-        writing = idx < win["hi"]       # a LOAD row's memory byte is placed at idx
+        hi = Mux(d.fetch, 16, win["hi"])
+        writing = idx < hi              # a memory byte is placed at idx
+        last_byte = idx + 1 == hi
         burst_end = bus.rlast & span_end
         ready = out.free & queue.r_rdy
         byte = Signal(8)
-        m.d.comb += byte.eq(Mux(first, win["pad"],
+        m.d.comb += byte.eq(Mux(first & ~d.fetch, win["pad"],
                                 bus.rdata.word_select(lane, 8)))
-        fill = Signal(8 * B)
-        m.d.comb += fill.eq(Mux(d.fetch, bus.rdata, byte.replicate(B)))
 
         take = Signal()                 # an R beat is taken this cycle
-        we = Signal()                   # a byte (fetch: a beat) is written this cycle
+        we = Signal()                   # a memory byte is written this cycle
         preset = Signal()               # all row bytes take the pad value
         end_word = Signal()
         end_row = Signal()
         with m.If(ready):
-            with m.If(d.fetch):
-                m.d.comb += [take.eq(bus.rvalid), we.eq(bus.rvalid)]
-                m.d.comb += end_word.eq(take & (idx == 16 - B))
-                with m.If(take):
-                    m.d.sync += idx.eq(Mux(end_word, 0, idx + B))
-            with m.Elif(first):
+            with m.If(first & ~d.fetch):
                 m.d.comb += preset.eq(1)
                 m.d.sync += [first.eq(0), idx.eq(win["lo"]), lane.eq(d.off)]
                 with m.If(~d.mem):
                     m.d.comb += end_row.eq(1)
             with m.Else():
                 # Place bytes while idx < hi; a beat goes with its last byte used (or
-                # the row's last placed byte); beats past hi are drained.
-                last_byte = idx + 1 == win["hi"]
+                # the row's last placed byte); a LOAD row's beats past hi are drained.
                 m.d.comb += [
                     we.eq(writing & bus.rvalid),
                     take.eq(bus.rvalid & (~writing | (lane == B - 1) | last_byte)),
-                    end_row.eq(take & burst_end),
+                    end_word.eq(d.fetch & we & last_byte),
+                    end_row.eq(~d.fetch & take & burst_end),
                 ]
                 with m.If(we):
                     m.d.sync += [idx.eq(idx + 1), lane.eq(lane + 1)]
         m.d.comb += bus.rready.eq(take)
 
-        chunk = idx >> lg
-        at_chunk = Signal(width // B)   # a write lands in chunk c
-        at_lane = Signal(B)             # ... and in its lane t (a fetch beat: all lanes)
-        m.d.comb += [
-            at_chunk.eq(Cat(we & (chunk == c) for c in range(width // B))),
-            at_lane.eq(Cat(d.fetch | (idx[:lg] == t) for t in range(B))),
-        ]
         for j in range(width):
-            c, t = divmod(j, B)
-            with m.If(preset | (at_chunk[c] & at_lane[t])):
-                m.d.sync += buf[8 * j:8 * j + 8].eq(fill[8 * t:8 * t + 8])
+            with m.If(preset | (we & (idx == j))):
+                m.d.sync += buf[8 * j:8 * j + 8].eq(byte)
 
-        with m.If(end_row):
-            m.d.sync += [first.eq(1), idx.eq(0)]
+        with m.If(end_row | end_word):
+            m.d.sync += [first.eq(1), idx.eq(0), lane.eq(0)]
         self._errors(m, d, take, end_word, end_row, out)
         m.d.comb += [
             out.finish.eq(end_word | end_row),
