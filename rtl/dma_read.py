@@ -8,23 +8,25 @@ live in one set of registers that the merger reads); a fetch may overlap it.
 
 Pipeline::
 
-    commands -> planner -> burst splitter -> AR                       (address side)
-                       \\-> (row descriptor FIFO) -> merger <- R       (data side)
+    commands -> planner -> burst splitter -> AR                        (address side)
+                                         \\-> (burst queue) -> merger <- R   (data side)
 
-The planner walks a command one destination row per cycle. A row that reads memory sends
-a span (address, beats) to the burst splitter and a descriptor (pad row or not, the
-first byte's lane in its beat) to the merger; a pad row sends only the descriptor, so
-rows of all padding issue no AXI read. The merger places R bytes into a row register and
-fills the rest with the pad value. All reads use ARID 0, so data returns in order; at
-most ``outstanding`` bursts are in flight.
+The planner walks a command one destination row per cycle and hands each row to the
+burst splitter: a memory row as a span (address, beats), a pad row as one beat that
+issues no AR, so rows of all padding issue no AXI read; a fetch command goes to the
+splitter straight from ``fetch_cmd``. The row's descriptor (fetch, last row, pad row,
+lane of its first byte) rides the splitter's tag into a queue with one entry per burst in
+flight, which also says whether the burst ends its span; the queue's depth limits the
+bursts in flight to ``outstanding``. The merger places R bytes into a row register and
+fills the rest with the pad value. All reads use ARID 0, so data returns in order.
 
 Two mergers, chosen by the bus width:
 
 - 32-bit bus (byte-serial, :meth:`ReadEngine._serial_merger`): a LOAD row takes one cycle
-  to preset the row register with the pad value, then one cycle per memory byte (the
-  byte's lane is picked from the beat; the row register has no realigning shifter); a
-  beat is taken with its last byte that the row uses. A fetch word takes one beat per
-  cycle, written whole into its chunk of the word.
+  to preset the row register with the pad value, then one cycle per memory byte placed
+  (the byte's lane is picked from the beat; the row register has no realigning shifter);
+  a fetch word takes one cycle per byte (16). A beat is taken with the last byte that
+  the row uses from it.
 - 64- and 128-bit buses (:meth:`ReadEngine._wide_merger`): one R beat per cycle, rotated
   to its byte position (the realigner) and written into a row register preset with the
   pad pattern on the row's first beat.
@@ -182,7 +184,8 @@ class ReadEngine(wiring.Component):
 
         Returns the LOAD's byte window for the merger: ``dst`` (row byte of the first
         memory byte), ``[lo, hi)`` (row bytes that take memory data), ``pad``, and
-        ``busy`` (the merger's ``done`` input clears it at the LOAD's last row).
+        ``load_end``, which the merger drives at the LOAD's last row (the next LOAD may
+        then be taken).
         """
         active = Signal()
         addr = Signal(32)
