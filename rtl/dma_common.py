@@ -74,48 +74,59 @@ class BurstSplitter(wiring.Component):
         addr_width = len(self.spans.p.addr)
 
         # The current burst address as page number and word within the page: a burst
-        # never crosses the page, so only the word index is added to; the page steps by
-        # one when a burst ends exactly at the page end.
+        # never crosses the page, so only the word index is added to; the page is the
+        # span's plus the pages crossed so far (one more when a burst ends exactly at
+        # the page end).
         active = Signal()
         page = Signal(addr_width - 12)
+        crossed = Signal(max(1, self._beats_width + lg - 11))
         word = Signal(word_bits)
-        rem_m1 = Signal(self._beats_width)   # beats left minus one
+        rem = Signal(self._beats_width)      # beats left
         tag = Signal.like(self.spans.p.tag)
 
-        # Beats to the page end minus one is the complement of the word index.
+        # Beats to the page end minus one is the complement of the word index; a burst
+        # that does not end its span runs to the page end or is 256 beats long.
         room_m1 = ~word
         cap_m1 = Signal(8)
+        to_end = Signal()        # the burst (if not the span's last) ends at the page end
         if word_bits > 8:
-            m.d.comb += cap_m1.eq(Mux(room_m1[8:].any(), 0xFF, room_m1[:8]))
+            m.d.comb += [to_end.eq(word[8:].all()),
+                         cap_m1.eq(Mux(to_end, room_m1[:8], 0xFF))]
         else:
-            m.d.comb += cap_m1.eq(room_m1)
+            m.d.comb += [to_end.eq(1), cap_m1.eq(room_m1)]
+        # Beats left after a burst of cap_m1 + 1: none or fewer means the span ends here.
+        after = Signal(max(self._beats_width + 1, 10))   # -256 .. beats - 1
+        m.d.comb += after.eq(rem + ~Cat(cap_m1, Const(0, 1)).as_signed())
         last = Signal()
         len_ = Signal(8)
         m.d.comb += [
-            last.eq((rem_m1[8:] == 0) & (rem_m1[:8] <= cap_m1)),
-            len_.eq(Mux(last, rem_m1, cap_m1)),
+            last.eq(active & (after[-1] | (after == 0))),
+            len_.eq(Mux(last, rem[:8] - 1, cap_m1)),
             self.bursts.valid.eq(active),
-            self.bursts.p.addr.eq(Cat(Const(0, lg), word, page)),
+            self.bursts.p.addr.eq(Cat(Const(0, lg), word, page + crossed)),
             self.bursts.p.len.eq(len_),
             self.bursts.p.tag.eq(tag),
             self.bursts.p.last.eq(last),
             self.spans.ready.eq(~active | (self.bursts.ready & last)),
         ]
         with m.If(self.bursts.valid & self.bursts.ready):
-            next_word = Signal(word_bits + 1)
-            m.d.comb += next_word.eq(word + cap_m1 + 1)
-            m.d.sync += [
-                word.eq(next_word[:word_bits]),
-                page.eq(page + next_word[word_bits]),
-                rem_m1.eq(rem_m1 - cap_m1 - 1),
-            ]
+            # Only a burst that is not the span's last needs the next address: word 0
+            # of the next page, or 256 words on.
+            m.d.sync += [crossed.eq(crossed + to_end), rem.eq(after)]
+            if word_bits > 8:
+                m.d.sync += word[8:].eq(word[8:] + 1)
+                with m.If(to_end):
+                    m.d.sync += word[:8].eq(0)
+            else:
+                m.d.sync += word.eq(0)
             with m.If(last):
                 m.d.sync += active.eq(0)
         with m.If(self.spans.valid & self.spans.ready):
             m.d.sync += [
                 word.eq(self.spans.p.addr[lg:12]),
                 page.eq(self.spans.p.addr[12:]),
-                rem_m1.eq(self.spans.p.beats - 1),
+                crossed.eq(0),
+                rem.eq(self.spans.p.beats),
                 tag.eq(self.spans.p.tag),
                 active.eq(self.spans.p.beats != 0),
             ]

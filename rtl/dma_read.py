@@ -2,29 +2,46 @@
 
 Two clients share the AR/R channels, one command at a time (a fetch command waiting
 wins over a LOAD waiting); the next command's addresses go out while the previous one's
-data still arrives, so back-to-back commands stream.
+data still arrives, so back-to-back commands stream. A LOAD is taken only once the
+previous LOAD's last row is in the row register (the LOAD's byte window and pad value
+live in one set of registers that the merger reads); a fetch may overlap it.
 
 Pipeline::
 
-    commands -> planner -> (span FIFO) -> burst splitter -> AR        (address side)
-                       \\-> (row descriptor FIFO) ---------> merger <- R (data side)
+    commands -> planner -> burst splitter -> AR                        (address side)
+                                         \\-> (burst queue) -> merger <- R   (data side)
 
-The planner walks a command one destination row per cycle. A row that reads memory sends
-a span (address, beats) to the burst splitter and a descriptor (where the bytes go in the
-row) to the merger; a pad row sends only the descriptor, so rows of all padding issue no
-AXI read. The merger rotates each R beat to its byte position (the realigner) and writes
-the row's bytes into a row register preset with the pad pattern. All reads use ARID 0,
-so data returns in order; at most ``outstanding`` bursts are in flight.
+The planner walks a command one destination row per cycle and hands each row to the
+burst splitter: a memory row as a span (address, beats), a pad row as one beat that
+issues no AR, so rows of all padding issue no AXI read; a fetch command goes to the
+splitter straight from ``fetch_cmd``. The row's descriptor (fetch, last row, pad row,
+lane of its first byte) rides the splitter's tag into a queue with one entry per burst in
+flight, which also says whether the burst ends its span; the queue's depth limits the
+bursts in flight to ``outstanding``. The merger places R bytes into a row register and
+fills the rest with the pad value. All reads use ARID 0, so data returns in order.
 
-Latency and throughput: one R beat is taken per cycle; a row is offered on its stream
-the cycle after its last beat (or, for a pad row, the cycle after it reaches the merger)
-and the next row's first beat is taken in the same cycle as that row's handshake, so there
-are no bubbles between rows. A command's first AR leaves 4 cycles after its command
-handshake (planner, span FIFO, splitter). A memory row of ``bytes`` at address ``a``
-costs ``ceil((a % B + bytes) / B)`` beats for a bus of ``B`` bytes.
+Two mergers, chosen by the bus width:
+
+- 32-bit bus (byte-serial, :meth:`ReadEngine._serial_merger`): a LOAD row takes one cycle
+  to preset the row register with the pad value, then one cycle per memory byte placed
+  (the byte's lane is picked from the beat; the row register has no realigning shifter);
+  a fetch word takes one cycle per byte (16). A beat is taken with the last byte that
+  the row uses from it.
+- 64- and 128-bit buses (:meth:`ReadEngine._wide_merger`): one R beat per cycle, rotated
+  to its byte position (the realigner) and written into a row register preset with the
+  pad pattern on the row's first beat.
+
+Either way a row is offered on its stream the cycle after its last beat or byte (a pad
+row: the cycle after it reaches the merger) and the next row starts in the same cycle as
+that row's handshake; a row or word held by back-pressure (ready low) stays on its
+stream unchanged. A command's first AR leaves 2 cycles after its command handshake
+(planner, splitter). A memory row of ``bytes`` at address ``a`` costs
+``ceil((a % B + bytes) / B)`` beats for a bus of ``B`` bytes.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -64,16 +81,13 @@ class LoadCmd(data.Struct):
     pad_value: 8
 
 
-def _desc_layout(width):
+def _desc_layout(lg):
     """A destination row (a fetch command: all its words) for the merger."""
     return data.StructLayout({
         "fetch": 1,
         "last": 1,                  # the command's final descriptor
         "mem": 1,                   # takes R beats (0: a pad row)
-        "base": signed(9),          # row byte position of lane 0 of the row's first beat
-        "lo": range(width + 1),     # bytes [lo, hi) of the row take memory data
-        "hi": range(width + 1),
-        "pad": 8,
+        "off": lg,                  # lane of the row's first memory byte in its beat
     })
 
 
@@ -94,7 +108,8 @@ class ReadEngine(wiring.Component):
     fetch_cmd : In(stream.Signature(FetchCmd))
     fetch_words : Out(stream.Signature(Struct(data: 128, error: 1, last: 1)))
         One word per fetched instruction; ``error`` when an R beat of it had SLVERR or
-        DECERR, ``last`` on the command's final word.
+        DECERR, ``last`` on the command's final word. A word waits on its stream while
+        ``ready`` is low.
     load_cmd : In(stream.Signature(LoadCmd))
     load_rows : Out(stream.Signature(Struct(data: 8 * row_bytes, last: 1)))
         Destination rows in order; a row uses its low ``row_elems * elem_bytes`` bytes.
@@ -130,34 +145,25 @@ class ReadEngine(wiring.Component):
         lg = B.bit_length() - 1
         bus = self.bus
         width = max(self.row_bytes, 16)
-        desc_layout = _desc_layout(width)
-        span_layout = data.StructLayout({"addr": 32 - lg, "beats": 16 + 4 - lg})
+        desc_layout = _desc_layout(lg)
 
-        m.submodules.spans = spans = fifo.SyncFIFOBuffered(width=span_layout.size, depth=3)
-        m.submodules.descs = descs = fifo.SyncFIFOBuffered(
-            width=desc_layout.size, depth=self.outstanding + 2)
-        m.submodules.split = split = BurstSplitter(bus_bytes=B,
-                                                   beats_width=span_layout["beats"].width)
-        # One entry per burst in flight: whether it ends its span (a LOAD row or a fetch
-        # command). Its level is the count of bursts in flight.
-        m.submodules.flags = flags = fifo.SyncFIFO(width=1, depth=self.outstanding)
+        m.submodules.split = split = BurstSplitter(bus_bytes=B, beats_width=16 + 4 - lg,
+                                                   tag_shape=desc_layout)
+        # One entry per burst in flight or pad row on its way to the merger: the row's
+        # descriptor and whether the burst ends its span (a LOAD row or a fetch command).
+        m.submodules.queue = queue = fifo.SyncFIFO(width=desc_layout.size + 1,
+                                                   depth=self.outstanding)
 
-        self._planner(m, B, lg, width, desc_layout, span_layout, spans, descs)
+        win = self._planner(m, B, lg, width, desc_layout, split)
 
         # -- address side ----------------------------------------------------------------
-        span_out = data.View(span_layout, spans.r_data)
+        tag = split.bursts.p.tag
         m.d.comb += [
-            split.spans.valid.eq(spans.r_rdy),
-            split.spans.p.addr.eq(Cat(Const(0, lg), span_out.addr)),
-            split.spans.p.beats.eq(span_out.beats),
-            spans.r_en.eq(split.spans.ready),
-        ]
-        m.d.comb += [
-            bus.arvalid.eq(split.bursts.valid & flags.w_rdy),
-            split.bursts.ready.eq(bus.arready & flags.w_rdy),
-            flags.w_en.eq(bus.arvalid & bus.arready),
-            flags.w_data.eq(split.bursts.p.last),
-            flags.r_en.eq(bus.rvalid & bus.rready & bus.rlast),
+            # A pad row passes as a burst that issues no AR.
+            bus.arvalid.eq(split.bursts.valid & queue.w_rdy & tag.mem),
+            split.bursts.ready.eq(queue.w_rdy & (bus.arready | ~tag.mem)),
+            queue.w_en.eq(split.bursts.valid & split.bursts.ready),
+            queue.w_data.eq(Cat(tag.as_value(), split.bursts.p.last)),
             bus.araddr.eq(split.bursts.p.addr),
             bus.arlen.eq(split.bursts.p.len),
             bus.arsize.eq(lg),
@@ -167,111 +173,110 @@ class ReadEngine(wiring.Component):
             bus.bready.eq(1),
         ]
 
-        self._merger(m, B, lg, width, desc_layout, descs, flags.r_data)
+        out = self._output(m, width)
+        d = data.View(desc_layout, queue.r_data[:-1])
+        merger = self._serial_merger if B == 4 else self._wide_merger
+        merger(m, B, lg, width, d, queue, queue.r_data[-1], win, out)
         return m
 
-    def _planner(self, m, B, lg, width, desc_layout, span_layout, spans, descs):
-        """Walks the active command, one destination row per cycle."""
+    def _planner(self, m, B, lg, width, desc_layout, split):
+        """Walks the active command, one destination row per cycle.
+
+        Returns the LOAD's byte window for the merger: ``dst`` (row byte of the first
+        memory byte), ``[lo, hi)`` (row bytes that take memory data), ``pad``, and
+        ``load_end``, which the merger drives at the LOAD's last row (the next LOAD may
+        then be taken).
+        """
         active = Signal()
-        is_fetch = Signal()
         addr = Signal(32)
-        count = Signal(16)      # fetch words (0 acts as 1)
         stride = Signal(24)
-        nbytes = Signal(9)      # memory bytes per row
-        dst = Signal(8)         # row byte of the first memory byte
+        nbytes = Signal(9)      # memory bytes per row (0: every row is a pad row)
+        dst = Signal(8)
         lo = Signal(range(width + 1))
         hi = Signal(range(width + 1))
         pad = Signal(8)
         rows_left = Signal(13)  # destination rows left, this one included (0 acts as 1)
         top_left = Signal(4)    # top pad rows left
-        mem_left = Signal(13)   # memory rows left
+        bottom = Signal(4)      # bottom pad rows
+        load_busy = Signal()    # a LOAD's rows are not all in the merger's row register
+        load_end = Signal()     # from the merger: the LOAD's last row is complete
 
         fc, lc = self.fetch_cmd, self.load_cmd
+        sp = split.spans
+        # A fetch command goes straight to the splitter as one span, with one descriptor.
         m.d.comb += [
-            fc.ready.eq(~active),
-            lc.ready.eq(~active & ~fc.valid),
+            fc.ready.eq(~active & sp.ready),
+            lc.ready.eq(~active & ~fc.valid & ~load_busy),
         ]
 
         # Per-command values, worked out as the command is taken.
         wide = lc.p.elem_bytes == 4
         c_nbytes = Mux(wide, lc.p.length << 2, lc.p.length)
         c_dst = Mux(wide, lc.p.pad_left << 2, lc.p.pad_left)
-        c_lim = Signal(9)
-        m.d.comb += c_lim.eq(Mux(wide, lc.p.row_elems << 2, lc.p.row_elems))
         c_end = Signal(10)
         m.d.comb += c_end.eq(c_dst + c_nbytes)
-        c_mem = Signal(signed(14))
-        m.d.comb += c_mem.eq(lc.p.n_rows - (lc.p.pad_top + lc.p.pad_bottom))
 
         def at_most_width(value):
             if width & (width - 1) == 0:    # a power of two: look at the high bits
                 return Mux(value[width.bit_length() - 1:].any(), width, value)
             return Mux(value < width, value, width)
 
-        # Bytes from lim on are pads: [lo, hi) is empty when dst >= lim.
-        c_hi = Mux(c_end < c_lim, c_end, c_lim)
 
-        with m.If(fc.valid & fc.ready):
-            m.d.sync += [active.eq(1), is_fetch.eq(1), addr.eq(fc.p.addr),
-                         count.eq(Mux(fc.p.count == 0, 1, fc.p.count))]
-        with m.Elif(lc.valid & lc.ready):
+        with m.If(load_end):
+            m.d.sync += load_busy.eq(0)
+        with m.If(lc.valid & lc.ready):
             m.d.sync += [
-                active.eq(1), is_fetch.eq(0), addr.eq(lc.p.dram_addr),
+                active.eq(1), load_busy.eq(1), addr.eq(lc.p.dram_addr),
                 stride.eq(lc.p.stride), nbytes.eq(c_nbytes), dst.eq(c_dst),
-                lo.eq(at_most_width(c_dst)), hi.eq(at_most_width(c_hi)),
+                lo.eq(at_most_width(c_dst)), hi.eq(at_most_width(c_end)),
                 pad.eq(Mux(wide, 0, lc.p.pad_value)),
                 rows_left.eq(lc.p.n_rows), top_left.eq(lc.p.pad_top),
-                mem_left.eq(Mux(c_mem[-1] | (lc.p.length == 0), 0, c_mem)),
+                bottom.eq(lc.p.pad_bottom),
             ]
 
         off = addr[:lg]
         is_top = top_left != 0
-        is_mem = ~is_top & (mem_left != 0)
+        # Destination row i (rows_left = n_rows - i) reads memory unless it is among the
+        # top pads or the last pad_bottom rows.
+        above_bottom = rows_left[4:].any() | (rows_left[:4] > bottom)
+        is_mem = ~is_top & above_bottom & (nbytes != 0)
         last_row = rows_left[1:] == 0
 
-        desc = Signal(desc_layout)
-        span = Signal(span_layout)
-        m.d.comb += span.addr.eq(addr[lg:])
-        with m.If(is_fetch):
+        # Every row goes to the splitter; a pad row as one beat that issues no AR.
+        desc = sp.p.tag
+        go = Signal()
+        with m.If(active):
             m.d.comb += [
-                desc.fetch.eq(1), desc.last.eq(1), desc.mem.eq(1),
-                desc.base.eq(0), desc.lo.eq(0), desc.hi.eq(16), desc.pad.eq(0),
-                span.beats.eq(count << (4 - lg)),
+                desc.last.eq(last_row), desc.mem.eq(is_mem), desc.off.eq(off),
+                sp.p.addr.eq(Cat(Const(0, lg), addr[lg:])),
+                sp.p.beats.eq(Mux(is_mem, (off + nbytes + B - 1) >> lg, 1)),
+                sp.valid.eq(1),
+                go.eq(sp.ready),
             ]
         with m.Else():
+            count = fc.p.count | (fc.p.count == 0)
             m.d.comb += [
-                desc.fetch.eq(0), desc.last.eq(last_row), desc.mem.eq(is_mem),
-                desc.base.eq(dst - off), desc.lo.eq(lo), desc.hi.eq(hi), desc.pad.eq(pad),
-                span.beats.eq((off + nbytes + B - 1) >> lg),
+                desc.fetch.eq(1), desc.last.eq(1), desc.mem.eq(1),
+                sp.p.addr.eq(fc.p.addr),
+                sp.p.beats.eq(count << (4 - lg)),
+                sp.valid.eq(fc.valid),
             ]
-        reads = is_fetch | is_mem
-        go = Signal()
-        m.d.comb += [
-            go.eq(active & descs.w_rdy & (spans.w_rdy | ~reads)),
-            descs.w_en.eq(go),
-            descs.w_data.eq(desc.as_value()),
-            spans.w_en.eq(go & reads),
-            spans.w_data.eq(span.as_value()),
-        ]
         with m.If(go):
             m.d.sync += rows_left.eq(rows_left - 1)
             with m.If(is_top):
                 m.d.sync += top_left.eq(top_left - 1)
             with m.Elif(is_mem):
-                m.d.sync += [mem_left.eq(mem_left - 1), addr.eq(addr + stride)]
-            with m.If(is_fetch | last_row):
+                m.d.sync += addr.eq(addr + stride)
+            with m.If(last_row):
                 m.d.sync += active.eq(0)
+        return dict(dst=dst, lo=lo, hi=hi, pad=pad, load_end=load_end)
 
-    def _merger(self, m, B, lg, width, desc_layout, descs, span_end):
-        """Places R beats into the row register and hands rows to their stream.
+    def _output(self, m, width):
+        """The row register and the three output streams.
 
-        ``span_end`` tells whether the R burst arriving ends its span (a LOAD row or a
-        fetch command).
+        Returns the signals a merger drives (``finish`` and the row's flags, comb) and
+        reads (``buf``, ``free``).
         """
-        bus = self.bus
-        d = data.View(desc_layout, descs.r_data)
-        chunks = width // B
-
         buf = Signal(8 * width)
         out_valid = Signal()
         out_fetch = Signal()
@@ -280,12 +285,6 @@ class ReadEngine(wiring.Component):
         out_done = Signal()      # this row ends a LOAD: raise load_done after its handshake
         done_valid = Signal()
         done_error = Signal()
-        cmd_err = Signal()
-        word_err = Signal()
-        first = Signal(init=1)   # the next beat is the first of a row or fetch word
-        # One-hot bus-word position of the current beat in the row: bit i is row chunk
-        # i - 1 (the first beat may start one chunk before the row).
-        win = Signal(chunks + 1)
 
         fw, lr, ld = self.fetch_words, self.load_rows, self.load_done
         # A LOAD's final row waits while the previous LOAD's result is still unread.
@@ -309,68 +308,168 @@ class ReadEngine(wiring.Component):
             with m.If(out_done):
                 m.d.sync += [done_valid.eq(1), done_error.eq(out_error)]
 
-        free = Signal()
+        free = Signal()          # the row register may be written
         m.d.comb += free.eq(~out_valid | (out_ok & out_ready))
+        finish = Signal()        # the row or word in the register is complete
+        fetch = Signal()
+        last = Signal()
+        error = Signal()
+        with m.If(finish):
+            m.d.sync += [out_valid.eq(1), out_fetch.eq(fetch), out_last.eq(last),
+                         out_done.eq(last & ~fetch), out_error.eq(error)]
+        return SimpleNamespace(buf=buf, free=free, finish=finish, fetch=fetch, last=last,
+                               error=error)
+
+    def _errors(self, m, d, take, end_word, end_row, out):
+        """Error flags: a fetch word's, and a LOAD's over all its rows.
+
+        ``take``: an R beat is taken; ``end_word``: it ends a fetch word; ``end_row``: a
+        LOAD row finishes (with or without that beat).
+        """
+        cmd_err = Signal()
+        word_err = Signal()
+        beat_err = take & self.bus.rresp[1]
+        m.d.comb += out.error.eq(Mux(d.fetch, word_err, cmd_err) | beat_err)
+        with m.If(d.fetch):
+            with m.If(end_word):
+                m.d.sync += word_err.eq(0)
+            with m.Elif(beat_err):
+                m.d.sync += word_err.eq(1)
+        with m.Else():
+            with m.If(end_row & d.last):
+                m.d.sync += cmd_err.eq(0)
+            with m.Elif(beat_err):
+                m.d.sync += cmd_err.eq(1)
+
+    def _serial_merger(self, m, B, lg, width, d, queue, span_end, win, out):
+        """Byte-serial merger: one row byte (or fetch word byte) per cycle.
+
+        Every byte of the row register loads from the same 8-bit ``byte`` (the memory
+        byte at ``lane`` of the R beat, or the pad value), so it needs no data
+        multiplexer of its own, only a write enable: all bytes on a LOAD row's preset,
+        the one byte at ``idx`` otherwise. A fetch word is bytes 0..15 of its beats.
+        """
+        bus = self.bus
+        buf = out.buf
+        first = Signal(init=1)          # a LOAD row's preset cycle is next
+        idx = Signal(range(width + 1))  # the next row byte
+        lane = Signal(lg)               # lane of the next memory byte in the beat
+
+        hi = Mux(d.fetch, 16, win["hi"])
+        writing = idx < hi              # a memory byte is placed at idx
+        last_byte = idx + 1 == hi
+        burst_end = bus.rlast & span_end
+        ready = out.free & queue.r_rdy
+        byte = Signal(8)
+        m.d.comb += byte.eq(Mux(first & ~d.fetch, win["pad"],
+                                bus.rdata.word_select(lane, 8)))
+
+        take = Signal()                 # an R beat is taken this cycle
+        we = Signal()                   # a memory byte is written this cycle
+        preset = Signal()               # all row bytes take the pad value
+        end_word = Signal()
+        end_row = Signal()
+        with m.If(ready):
+            with m.If(first & ~d.fetch):
+                m.d.comb += preset.eq(1)
+                m.d.sync += [first.eq(0), idx.eq(win["lo"]), lane.eq(d.off)]
+                with m.If(~d.mem):
+                    m.d.comb += end_row.eq(1)
+            with m.Else():
+                # Place bytes while idx < hi; a beat goes with its last byte used (or
+                # the row's last placed byte); a LOAD row's beats past hi are drained.
+                m.d.comb += [
+                    we.eq(writing & bus.rvalid),
+                    take.eq(bus.rvalid & (~writing | (lane == B - 1) | last_byte)),
+                    end_word.eq(d.fetch & we & last_byte),
+                    end_row.eq(~d.fetch & take & burst_end),
+                ]
+                with m.If(we):
+                    m.d.sync += [idx.eq(idx + 1), lane.eq(lane + 1)]
+        m.d.comb += bus.rready.eq(take)
+
+        for j in range(width):
+            with m.If(preset | (we & (idx == j))):
+                m.d.sync += buf[8 * j:8 * j + 8].eq(byte)
+
+        with m.If(end_row | end_word):
+            m.d.sync += [first.eq(1), idx.eq(0), lane.eq(0)]
+        self._errors(m, d, take, end_word, end_row, out)
+        m.d.comb += [
+            out.finish.eq(end_word | end_row),
+            out.fetch.eq(d.fetch),
+            out.last.eq(d.last & (~d.fetch | burst_end)),
+            queue.r_en.eq((take & bus.rlast) | (end_row & ~d.mem)),
+            win["load_end"].eq(end_row & d.last),
+        ]
+
+    def _wide_merger(self, m, B, lg, width, d, queue, span_end, win, out):
+        """Beat-wide merger: places one R beat per cycle into the row register."""
+        bus = self.bus
+        buf = out.buf
+        chunks = width // B
+        first = Signal(init=1)   # the next beat is the first of a row or fetch word
+        # One-hot bus-word position of the current beat in the row: bit i is row chunk
+        # i - 1 (the first beat may start one chunk before the row).
+        win_pos = Signal(chunks + 1)
+
+        # Row byte position of lane 0 of the row's first beat, and the bytes [lo, hi)
+        # that take memory data (a fetch word: all 16).
+        base = Signal(range(-B, 256))
+        m.d.comb += base.eq(Mux(d.fetch, 0, win["dst"] - d.off))
+        lo = Mux(d.fetch, 0, win["lo"])
+        hi = Mux(d.fetch, 16, win["hi"])
 
         # The realigner: lane t of a beat goes to row byte base + beat * B + t. Rotate
         # the beat by base % B so that row byte j finds its data in lane j % B; a chunk
         # of the row takes its high lanes (t >= base % B) from the beat at its position
         # and its low lanes from the beat one position earlier.
-        shift = d.base.as_unsigned()[:lg]
+        shift = base.as_unsigned()[:lg]
         rot_by = Signal(lg)
         m.d.comb += rot_by.eq(-shift)
         rot = Signal(8 * B)
         m.d.comb += rot.eq((Cat(bus.rdata, bus.rdata) >> (rot_by << 3))[:8 * B])
-        start_chunk = d.base >> lg
+        start_chunk = base >> lg
         cur = Signal(chunks + 1)
         m.d.comb += cur.eq(Mux(first, Cat(start_chunk == i - 1 for i in range(chunks + 1)),
-                               win))
+                               win_pos))
         ones = Const((1 << width) - 1, width)
         span = Signal(width)     # row bytes in [lo, hi)
-        m.d.comb += span.eq((ones << d.lo)[:width] & ~(ones << d.hi)[:width])
+        m.d.comb += span.eq((ones << lo)[:width] & ~(ones << hi)[:width])
         high = Signal(B)         # lanes t >= base % B
         m.d.comb += high.eq(Const((1 << B) - 1, B) << shift)
         # A row byte is written when a beat brings its data or, on a row's first beat (or
         # a pad row), with the pad value; otherwise it keeps its value.
         step = Signal()          # a beat is taken or a pad row completes
-        m.d.comb += step.eq(free & descs.r_rdy & (~d.mem | bus.rvalid))
+        m.d.comb += step.eq(out.free & queue.r_rdy & (~d.mem | bus.rvalid))
         for j in range(width):
             c, t = divmod(j, B)
             take = Mux(high[t], cur[c + 1], cur[c]) & span[j] & d.mem
             with m.If(step & (take | first)):
-                m.d.sync += buf[8 * j:8 * j + 8].eq(Mux(take, rot[8 * t:8 * t + 8], d.pad))
+                m.d.sync += buf[8 * j:8 * j + 8].eq(Mux(take, rot[8 * t:8 * t + 8],
+                                                         win["pad"]))
 
-        beat_err = bus.rresp[1]
         burst_end = bus.rlast & span_end
-        word_end = Mux(d.fetch, cur[16 // B], burst_end)
-        finish = Signal()
-        err_now = Signal()
-        with m.If(free & descs.r_rdy):
+        take = Signal()
+        end_word = Signal()
+        end_row = Signal()
+        with m.If(out.free & queue.r_rdy):
             with m.If(~d.mem):
-                m.d.comb += [finish.eq(1), err_now.eq(0)]
+                m.d.comb += end_row.eq(1)
             with m.Else():
-                m.d.comb += bus.rready.eq(1)
-                with m.If(bus.rvalid):
-                    m.d.comb += err_now.eq(beat_err)
-                    m.d.sync += [first.eq(0), win.eq(cur << 1)]
-                    with m.If(word_end):
-                        m.d.comb += finish.eq(1)
-                    with m.Else():
-                        m.d.sync += [word_err.eq(word_err | beat_err),
-                                     cmd_err.eq(cmd_err | beat_err)]
-        with m.If(finish):
-            row_last = ~d.fetch | burst_end
-            cmd_end = d.last & row_last
-            m.d.sync += [
-                first.eq(1),
-                out_valid.eq(1),
-                out_fetch.eq(d.fetch),
-                out_last.eq(cmd_end),
-                out_done.eq(cmd_end & ~d.fetch),
-                out_error.eq(Mux(d.fetch, word_err | err_now,
-                                 cmd_err | err_now)),
-                word_err.eq(0),
-                cmd_err.eq(Mux(cmd_end, 0, cmd_err | err_now)),
-            ]
-            with m.If(row_last):
-                m.d.comb += descs.r_en.eq(1)
+                m.d.comb += take.eq(bus.rvalid)
+                with m.If(take):
+                    m.d.sync += [first.eq(0), win_pos.eq(cur << 1)]
+                    m.d.comb += [end_word.eq(d.fetch & cur[16 // B]),
+                                 end_row.eq(~d.fetch & burst_end)]
+        m.d.comb += bus.rready.eq(out.free & queue.r_rdy & d.mem)
+        with m.If(end_word | end_row):
+            m.d.sync += first.eq(1)
+        self._errors(m, d, take, end_word, end_row, out)
+        m.d.comb += [
+            out.finish.eq(end_word | end_row),
+            out.fetch.eq(d.fetch),
+            out.last.eq(d.last & (~d.fetch | burst_end)),
+            queue.r_en.eq((take & bus.rlast) | (end_row & ~d.mem)),
+            win["load_end"].eq(end_row & d.last),
+        ]
