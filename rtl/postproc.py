@@ -14,7 +14,7 @@ __all__ = ["PostProcessor", "settings_layout", "LATENCY"]
 
 LATENCY = 4  # cycles from a beat's issue to its output beat being valid
 SERIAL_MBITS = 15       # bits of M in the serial engine (one lane, 16-bit M)
-SERIAL_ZERO_SHIFT = 46  # with a larger shift, round_shift(acc * M, s) is 0
+SERIAL_ZERO_SHIFT = 63  # the serial engine runs every shift (0..63) through its steps
 
 
 def settings_layout(config):
@@ -82,6 +82,41 @@ def row_bounds(m, st):
     lo = Signal(signed(10))
     hi = Signal(signed(10))
     m.d.comb += [lo.eq(Mux(empty, empty_byte, lo10)), hi.eq(Mux(empty, empty_byte, hi10))]
+    return raw, lo, hi
+
+
+def serial_bounds(m, st):
+    """Bounds of a row for ``max(lo, min(hi, z))``; returns ``(raw, lo, hi)`` (10 bits).
+
+    ``lo = max(type_lo, lower)`` and ``hi = min(type_hi, upper)`` as 10-bit values with
+    the order kept: a ``lower`` above the type gives ``256 + lower[:8]`` (above every
+    ``hi``, and its low byte is what the model writes), an ``upper`` below the type gives
+    -256 (below every ``lo``), so an empty range needs no case of its own.
+    """
+    int8 = st.out_type == OutType.INT8
+    relu = st.activation == Activation.RELU
+    clamp = st.activation == Activation.CLAMP
+
+    def place(x):           # (x < type_lo, x > type_hi)
+        return (x[31] & ~(int8 & x[7:31].all()),
+                ~x[31] & Mux(int8, x[7:31].any(), x[8:31].any()))
+
+    zp_below, zp_above = place(st.zero_point)
+    lo_below, lo_above = place(st.clamp_lo)
+    hi_below, hi_above = place(st.clamp_hi)
+    l_above = Mux(relu, zp_above, lo_above)
+    l_bits = Mux(relu, st.zero_point[:10], st.clamp_lo[:10])
+    raw = Signal()
+    lo = Signal(signed(10))
+    hi = Signal(signed(10))
+    m.d.comb += [
+        raw.eq(st.out_type[1]),
+        lo.eq(Mux((relu | clamp) & ~Mux(relu, zp_below, lo_below),
+                  Cat(l_bits[:8], l_above | l_bits[8], ~l_above & l_bits[9]),
+                  Mux(int8, -128, 0))),
+        hi.eq(Mux(clamp & ~hi_above, Mux(hi_below, -256, st.clamp_hi[:10]),
+                  Mux(int8, 127, 255))),
+    ]
     return raw, lo, hi
 
 
@@ -175,7 +210,6 @@ class PostProcessor(wiring.Component):
     def serial_cycles(shift):
         """``(beat_cycles, latency)`` of one requantized element of the serial engine
         (one lane, 16-bit M) for the shift ``shift``."""
-        shift = 0 if shift > SERIAL_ZERO_SHIFT else shift
         latency = 3 + max(SERIAL_MBITS + 32, shift + 32)
         return latency + 1, latency
 
@@ -323,7 +357,7 @@ class PostProcessor(wiring.Component):
         mbits = SERIAL_MBITS
         m = Module()
         st = self.i.payload.settings
-        raw, lo, hi = row_bounds(m, st)
+        raw, lo, hi = serial_bounds(m, st)
 
         # Parameter rows, written a row at a time, read a word at a time. A row below the
         # last may be a multiplier row (low `mbits` bits used); the last row can only be
@@ -379,21 +413,17 @@ class PostProcessor(wiring.Component):
 
         shift = Mux(st.per_channel, word[:6], st.shift)
         multiplier = Mux(st.per_channel, word, st.multiplier)
-        zero = Signal()
         with m.FSM():
             with m.State("START"):
                 m.d.comb += read_shift.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += [
-                        zero.eq(shift > SERIAL_ZERO_SHIFT),
-                        sh.eq(Mux(shift > SERIAL_ZERO_SHIFT, 0, shift)),
-                    ]
+                    m.d.sync += sh.eq(shift)
                     with m.If(raw):
                         m.next = "OUT"
                     with m.Else():
                         m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.sync += [q.eq(Mux(zero, 0, multiplier)), r.eq(0), t.eq(0), j.eq(0),
+                m.d.sync += [q.eq(multiplier), r.eq(0), t.eq(0), j.eq(0),
                              carry.eq(0), ovf.eq(0)]
                 m.next = "RUN"
             with m.State("RUN"):
@@ -420,9 +450,14 @@ class PostProcessor(wiring.Component):
         # Clamp to the 10-bit bounds: only whether z lies below, inside or above
         # -512..511 and its low 10 bits matter.
         byte = Signal(8)
-        above = Mux(ovf, ~zsign, zlow.as_signed() > hi)
-        below = Mux(ovf, zsign, zlow.as_signed() < lo)
-        m.d.comb += byte.eq(Mux(above, hi, Mux(below, lo, zlow)))
+        above = Signal()
+        upper = Signal(signed(10))
+        m.d.comb += [
+            above.eq(Mux(ovf, ~zsign, zlow.as_signed() > hi)),
+            upper.eq(Mux(above, hi, zlow)),
+        ]
+        below = (ovf & zsign) | (upper < lo)
+        m.d.comb += byte.eq(Mux(below, lo, upper))
         out = self.o.payload
         m.d.comb += [
             out.data.eq(Mux(raw, acc, byte)),           # bytes above nbytes are 0
