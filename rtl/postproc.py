@@ -210,7 +210,7 @@ class PostProcessor(wiring.Component):
     def serial_cycles(shift):
         """``(beat_cycles, latency)`` of one requantized element of the serial engine
         (one lane, 16-bit M) for the shift ``shift``."""
-        latency = 3 + max(SERIAL_MBITS + 32, shift + 32)
+        latency = 2 + max(SERIAL_MBITS + 32, shift + 32)
         return latency + 1, latency
 
     def elaborate(self, platform):
@@ -399,7 +399,6 @@ class PostProcessor(wiring.Component):
         # Bits 0..9 of z are kept; `ovf` records that a higher bit differed from bit 9
         # (z outside -512..511), and `zsign` is the last bit made (z's sign).
         t = Signal(range(SERIAL_ZERO_SHIFT + 34))
-        sh = Signal(6)                           # s, or 0 when the result is 0
         j = Signal(6)                            # bit of z, saturating at 32
         carry = Signal()
         zlow = Signal(10)
@@ -415,20 +414,17 @@ class PostProcessor(wiring.Component):
         multiplier = Mux(st.per_channel, word, st.multiplier)
         with m.FSM():
             with m.State("START"):
-                m.d.comb += read_shift.eq(1)
+                m.d.sync += [q.eq(multiplier), r.eq(0), t.eq(0), j.eq(0), carry.eq(0),
+                             ovf.eq(0)]
                 with m.If(self.i.valid):
-                    m.d.sync += sh.eq(shift)
                     with m.If(raw):
                         m.next = "OUT"
                     with m.Else():
-                        m.next = "LOAD"
-            with m.State("LOAD"):
-                m.d.sync += [q.eq(multiplier), r.eq(0), t.eq(0), j.eq(0),
-                             carry.eq(0), ovf.eq(0)]
-                m.next = "RUN"
+                        m.next = "RUN"
             with m.State("RUN"):
+                m.d.comb += read_shift.eq(1)
                 m.d.sync += [r.eq(total >> 1), q.eq(q >> 1), t.eq(t + 1)]
-                with m.If(t < sh):
+                with m.If(t < shift):
                     m.d.sync += carry.eq(pbit)
                 with m.Else():
                     m.d.sync += [carry.eq(zsum[1]), zsign.eq(zsum[0])]
