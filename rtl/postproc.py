@@ -207,9 +207,11 @@ class PostProcessor(wiring.Component):
         })
 
     @staticmethod
-    def serial_cycles(shift):
-        """``(beat_cycles, latency)`` of one requantized element of the serial engine
-        (one lane, 16-bit M) for the shift ``shift``."""
+    def serial_cycles(shift, raw=False):
+        """``(beat_cycles, latency)`` of one element of the serial engine (one lane,
+        16-bit M): requantized with the shift ``shift``, or an INT32 element (``raw``)."""
+        if raw:
+            return 3, 2
         latency = 2 + max(SERIAL_MBITS + 32, shift + 32)
         return latency + 1, latency
 
@@ -405,26 +407,23 @@ class PostProcessor(wiring.Component):
         ovf = Signal()
         zsign = Signal()
         zp = st.zero_point
-        zp_bit = Mux(j[5], zp[31], zp.bit_select(j[:5], 1))
+        zp_bit = ~raw & Mux(j[5], zp[31], zp.bit_select(j[:5], 1))
         zsum = Signal(2)
         m.d.comb += zsum.eq(pbit + zp_bit + carry)
-        done = (t >= SERIAL_MBITS + 32) & j[5]
+        done = raw | ((t >= SERIAL_MBITS + 32) & j[5])
 
         shift = Mux(st.per_channel, word[:6], st.shift)
-        multiplier = Mux(st.per_channel, word, st.multiplier)
+        multiplier = Mux(raw, 1, Mux(st.per_channel, word, st.multiplier))
         with m.FSM():
             with m.State("START"):
                 m.d.sync += [q.eq(multiplier), r.eq(0), t.eq(0), j.eq(0), carry.eq(0),
                              ovf.eq(0)]
                 with m.If(self.i.valid):
-                    with m.If(raw):
-                        m.next = "OUT"
-                    with m.Else():
-                        m.next = "RUN"
+                    m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += read_shift.eq(1)
                 m.d.sync += [r.eq(total >> 1), q.eq(q >> 1), t.eq(t + 1)]
-                with m.If(t < shift):
+                with m.If(~raw & (t < shift)):
                     m.d.sync += carry.eq(pbit)
                 with m.Else():
                     m.d.sync += [carry.eq(zsum[1]), zsign.eq(zsum[0])]
@@ -456,7 +455,8 @@ class PostProcessor(wiring.Component):
         m.d.comb += byte.eq(Mux(below, lo, upper))
         out = self.o.payload
         m.d.comb += [
-            out.data.eq(Mux(raw, acc, byte)),           # bytes above nbytes are 0
+            out.data.eq(Cat(Mux(raw, Cat(zlow[9], r[:7]), byte),
+                            r[7:31] & Mux(raw, (1 << 24) - 1, 0))),
             out.nbytes.eq(Mux(raw, 4, 1)),
             out.last.eq(last),
         ]
