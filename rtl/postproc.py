@@ -85,7 +85,7 @@ def row_bounds(m, st):
     return raw, lo, hi
 
 
-def serial_bounds(m, st):
+def serial_bounds(m, st, zp_high_sign):
     """Bounds of a row for ``max(lo, min(hi, z))``; returns ``(raw, lo, hi)`` (10 bits).
 
     ``lo = max(type_lo, lower)`` and ``hi = min(type_hi, upper)`` as 10-bit values with
@@ -97,11 +97,13 @@ def serial_bounds(m, st):
     relu = st.activation == Activation.RELU
     clamp = st.activation == Activation.CLAMP
 
-    def place(x):           # (x < type_lo, x > type_hi)
-        return (x[31] & ~(int8 & x[7:31].all()),
-                ~x[31] & Mux(int8, x[7:31].any(), x[8:31].any()))
+    def place(x, high_sign=None):       # (x < type_lo, x > type_hi)
+        if high_sign is None:           # bits 8..30 all equal to the sign
+            high_sign = ~(x[8:31] ^ x[31].replicate(23)).any()
+        inside = high_sign & Mux(int8, x[7] == x[31], ~x[31])
+        return x[31] & ~inside, ~x[31] & ~inside
 
-    zp_below, zp_above = place(st.zero_point)
+    zp_below, zp_above = place(st.zero_point, zp_high_sign)
     lo_below, lo_above = place(st.clamp_lo)
     hi_below, hi_above = place(st.clamp_hi)
     l_above = Mux(relu, zp_above, lo_above)
@@ -359,7 +361,8 @@ class PostProcessor(wiring.Component):
         mbits = SERIAL_MBITS
         m = Module()
         st = self.i.payload.settings
-        raw, lo, hi = serial_bounds(m, st)
+        zp_high_sign = Signal()
+        raw, lo, hi = serial_bounds(m, st, zp_high_sign)
 
         # Parameter rows, written a row at a time, read a word at a time. A row below the
         # last may be a multiplier row (low `mbits` bits used); the last row can only be
@@ -417,7 +420,7 @@ class PostProcessor(wiring.Component):
         with m.FSM():
             with m.State("START"):
                 m.d.sync += [q.eq(multiplier), r.eq(0), t.eq(0), j.eq(0), carry.eq(0),
-                             ovf.eq(0)]
+                             ovf.eq(0), zp_high_sign.eq(1)]
                 with m.If(self.i.valid):
                     m.next = "RUN"
             with m.State("RUN"):
@@ -427,6 +430,8 @@ class PostProcessor(wiring.Component):
                     m.d.sync += carry.eq(pbit)
                 with m.Else():
                     m.d.sync += [carry.eq(zsum[1]), zsign.eq(zsum[0])]
+                    with m.If((j >= 8) & (zp_bit != zp[31])):
+                        m.d.sync += zp_high_sign.eq(0)
                     with m.If(~j[5]):
                         m.d.sync += j.eq(j + 1)
                     with m.If(j < 10):
@@ -435,6 +440,8 @@ class PostProcessor(wiring.Component):
                         m.d.sync += ovf.eq(1)
                     with m.If(done):
                         m.next = "OUT"
+                        with m.If(~raw):
+                            m.d.sync += r.eq(0)             # the output word's high bytes
             with m.State("OUT"):
                 m.d.comb += self.o.valid.eq(1)
                 with m.If(self.o.ready):
@@ -455,8 +462,7 @@ class PostProcessor(wiring.Component):
         m.d.comb += byte.eq(Mux(below, lo, upper))
         out = self.o.payload
         m.d.comb += [
-            out.data.eq(Cat(Mux(raw, Cat(zlow[9], r[:7]), byte),
-                            r[7:31] & Mux(raw, (1 << 24) - 1, 0))),
+            out.data.eq(Cat(Mux(raw, Cat(zlow[9], r[:7]), byte), r[7:31])),
             out.nbytes.eq(Mux(raw, 4, 1)),
             out.last.eq(last),
         ]
