@@ -14,7 +14,7 @@ __all__ = ["PostProcessor", "settings_layout", "LATENCY"]
 
 LATENCY = 4  # cycles from a beat's issue to its output beat being valid
 SERIAL_MBITS = 15       # bits of M in the serial engine (one lane, 16-bit M)
-SERIAL_ZERO_SHIFT = 63  # the serial engine runs every shift (0..63) through its steps
+SERIAL_ZERO_SHIFT = 63  # largest shift; the serial engine has no shortcut for any
 
 
 def settings_layout(config):
@@ -92,6 +92,8 @@ def serial_bounds(m, st, zp_high_sign):
     the order kept: a ``lower`` above the type gives ``256 + lower[:8]`` (above every
     ``hi``, and its low byte is what the model writes), an ``upper`` below the type gives
     -256 (below every ``lo``), so an empty range needs no case of its own.
+    ``zp_high_sign`` tells whether bits 8..30 of the zero point all equal its sign (the
+    serial engine finds it as the bits stream by).
     """
     int8 = st.out_type == OutType.INT8
     relu = st.activation == Activation.RELU
@@ -152,15 +154,16 @@ class PostProcessor(wiring.Component):
     issued in cycle ``t`` is on ``o`` from cycle ``t + latency`` (``LATENCY``, 4):
     parameter read, registered multiply, rounding shift, zero point and clamp.
 
-    With one lane and a 16-bit M (``icebreaker``) there is no multiplier: a
-    shift-and-add engine takes one bit of M per cycle and performs the rounding shift in
-    the same steps (see :meth:`elaborate_serial`), and the parameter words are read one
-    at a time. An element started in cycle ``t`` is on ``o`` from ``t + latency`` and the
-    next element starts the cycle after it is taken, where
-    ``(beat_cycles, latency) = serial_cycles(s)``: ``latency = 18 + |s - 15|``
-    (18 for ``s > 46``, whose result is 0), e.g. 18 at ``s = 15``, 27 at ``s = 24``,
-    33 at ``s = 0``. An INT32 element takes 2 cycles. The attributes ``beat_cycles`` and
-    ``latency`` hold the worst case (``s = 46``: 50 and 49). ``i.ready`` comes with the
+    With one lane and a 16-bit M (``icebreaker``) there is no multiplier and no barrel
+    shifter: a shift-and-add engine forms ``acc * M`` one bit per cycle, least
+    significant first, and the rounding shift, the zero point and the range check
+    follow the bits as they come out (see :meth:`elaborate_serial`); the parameter words
+    are read one at a time. An element started in cycle ``t`` is on ``o`` from
+    ``t + latency`` and the next element starts the cycle after it is taken, where
+    ``(beat_cycles, latency) = serial_cycles(s)``: ``latency = 2 + max(47, s + 32)``,
+    e.g. 49 for ``s <= 15``, 58 at ``s = 24``, 97 at ``s = 63`` (the worst case, the
+    value of the attributes ``beat_cycles`` and ``latency``: 98 and 97). An INT32
+    element takes 3 cycles (``serial_cycles(s, raw=True)``). ``i.ready`` comes with the
     row's last beat taken on ``o``.
 
     Parameters
@@ -403,6 +406,9 @@ class PostProcessor(wiring.Component):
         # j = t - s is made in step t, up to j = max(47 - s, 32), i.e. t = max(47, s + 32).
         # Bits 0..9 of z are kept; `ovf` records that a higher bit differed from bit 9
         # (z outside -512..511), and `zsign` is the last bit made (z's sign).
+        # An INT32 element makes one step with M = 1: R = acc >> 1 and bit 0 of acc in
+        # zlow[9] form the output word; a byte element clears R at its end, so the
+        # word's high bytes are 0 without a mask.
         t = Signal(range(SERIAL_ZERO_SHIFT + 34))
         j = Signal(6)                            # bit of z, saturating at 32
         carry = Signal()
