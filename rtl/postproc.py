@@ -1,6 +1,6 @@
 """STORE-path post-processing: requantization, activation and packing to bytes."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
@@ -14,7 +14,7 @@ __all__ = ["PostProcessor", "settings_layout", "LATENCY"]
 
 LATENCY = 4  # cycles from a beat's issue to its output beat being valid
 SERIAL_MBITS = 15       # bits of M in the serial engine (one lane, 16-bit M)
-SERIAL_ZERO_SHIFT = 46  # with a larger shift, round_shift(acc * M, s) is 0
+SERIAL_ZERO_SHIFT = 63  # largest shift; the serial engine has no shortcut for any
 
 
 def settings_layout(config):
@@ -85,6 +85,45 @@ def row_bounds(m, st):
     return raw, lo, hi
 
 
+def serial_bounds(m, st, zp_high_sign):
+    """Bounds of a row for ``max(lo, min(hi, z))``; returns ``(raw, lo, hi)`` (10 bits).
+
+    ``lo = max(type_lo, lower)`` and ``hi = min(type_hi, upper)`` as 10-bit values with
+    the order kept: a ``lower`` above the type gives ``256 + lower[:8]`` (above every
+    ``hi``, and its low byte is what the model writes), an ``upper`` below the type gives
+    -256 (below every ``lo``), so an empty range needs no case of its own.
+    ``zp_high_sign`` tells whether bits 8..30 of the zero point all equal its sign (the
+    serial engine finds it as the bits stream by).
+    """
+    int8 = st.out_type == OutType.INT8
+    relu = st.activation == Activation.RELU
+    clamp = st.activation == Activation.CLAMP
+
+    def place(x, high_sign=None):       # (x < type_lo, x > type_hi)
+        if high_sign is None:           # bits 8..30 all equal to the sign
+            high_sign = ~(x[8:31] ^ x[31].replicate(23)).any()
+        inside = high_sign & Mux(int8, x[7] == x[31], ~x[31])
+        return x[31] & ~inside, ~x[31] & ~inside
+
+    zp_below, zp_above = place(st.zero_point, zp_high_sign)
+    lo_below, lo_above = place(st.clamp_lo)
+    hi_below, hi_above = place(st.clamp_hi)
+    l_above = Mux(relu, zp_above, lo_above)
+    l_bits = Mux(relu, st.zero_point[:10], st.clamp_lo[:10])
+    raw = Signal()
+    lo = Signal(signed(10))
+    hi = Signal(signed(10))
+    m.d.comb += [
+        raw.eq(st.out_type[1]),
+        lo.eq(Mux((relu | clamp) & ~Mux(relu, zp_below, lo_below),
+                  Cat(l_bits[:8], l_above | l_bits[8], ~l_above & l_bits[9]),
+                  Mux(int8, -128, 0))),
+        hi.eq(Mux(clamp & ~hi_above, Mux(hi_below, -256, st.clamp_hi[:10]),
+                  Mux(int8, 127, 255))),
+    ]
+    return raw, lo, hi
+
+
 class PostProcessor(wiring.Component):
     """Turns accumulator rows into the bytes a STORE writes, ``config.lanes`` per beat.
 
@@ -115,15 +154,16 @@ class PostProcessor(wiring.Component):
     issued in cycle ``t`` is on ``o`` from cycle ``t + latency`` (``LATENCY``, 4):
     parameter read, registered multiply, rounding shift, zero point and clamp.
 
-    With one lane and a 16-bit M (``icebreaker``) there is no multiplier: a
-    shift-and-add engine takes one bit of M per cycle and performs the rounding shift in
-    the same steps (see :meth:`elaborate_serial`), and the parameter words are read one
-    at a time. An element started in cycle ``t`` is on ``o`` from ``t + latency`` and the
-    next element starts the cycle after it is taken, where
-    ``(beat_cycles, latency) = serial_cycles(s)``: ``latency = 18 + |s - 15|``
-    (18 for ``s > 46``, whose result is 0), e.g. 18 at ``s = 15``, 27 at ``s = 24``,
-    33 at ``s = 0``. An INT32 element takes 2 cycles. The attributes ``beat_cycles`` and
-    ``latency`` hold the worst case (``s = 46``: 50 and 49). ``i.ready`` comes with the
+    With one lane and a 16-bit M (``icebreaker``) there is no multiplier and no barrel
+    shifter: a shift-and-add engine forms ``acc * M`` one bit per cycle, least
+    significant first, and the rounding shift, the zero point and the range check
+    follow the bits as they come out (see :meth:`elaborate_serial`); the parameter words
+    are read one at a time. An element started in cycle ``t`` is on ``o`` from
+    ``t + latency`` and the next element starts the cycle after it is taken, where
+    ``(beat_cycles, latency) = serial_cycles(s)``: ``latency = 2 + max(47, s + 32)``,
+    e.g. 49 for ``s <= 15``, 58 at ``s = 24``, 97 at ``s = 63`` (the worst case, the
+    value of the attributes ``beat_cycles`` and ``latency``: 98 and 97). An INT32
+    element takes 3 cycles (``serial_cycles(s, raw=True)``). ``i.ready`` comes with the
     row's last beat taken on ``o``.
 
     Parameters
@@ -172,11 +212,12 @@ class PostProcessor(wiring.Component):
         })
 
     @staticmethod
-    def serial_cycles(shift):
-        """``(beat_cycles, latency)`` of one requantized element of the serial engine
-        (one lane, 16-bit M) for the shift ``shift``."""
-        steps = 0 if shift > SERIAL_ZERO_SHIFT else abs(shift - SERIAL_MBITS)
-        latency = 3 + SERIAL_MBITS + steps
+    def serial_cycles(shift, raw=False):
+        """``(beat_cycles, latency)`` of one element of the serial engine (one lane,
+        16-bit M): requantized with the shift ``shift``, or an INT32 element (``raw``)."""
+        if raw:
+            return 3, 2
+        latency = 2 + max(SERIAL_MBITS + 32, shift + 32)
         return latency + 1, latency
 
     def elaborate(self, platform):
@@ -315,93 +356,98 @@ class PostProcessor(wiring.Component):
         return m
 
     def elaborate_serial(self):
-        """One lane, 16-bit M: no multiplier. Each element is requantized by a
-        shift-and-add engine over the bits of M, one bit per cycle, which also performs
-        the rounding shift; the parameter words live in flip-flops."""
+        """One lane, 16-bit M: no multiplier and no barrel shifter. A shift-and-add
+        engine forms the product one bit per cycle, least significant first; the rounding
+        shift, the zero point and the range check follow the bits as they come out."""
         cfg = self.config
         cols = cfg.cols
         mbits = SERIAL_MBITS
         m = Module()
         st = self.i.payload.settings
-        raw, lo, hi = row_bounds(m, st)
+        zp_high_sign = Signal()
+        raw, lo, hi = serial_bounds(m, st, zp_high_sign)
 
-        # Parameter rows: the low `mbits` bits of each word (all a multiplier or a shift
-        # uses), written a row at a time, read a word at a time.
-        rows = [[Signal(mbits, name=f"param{r}_{c}") for c in range(cols)]
-                for r in range(cfg.param_rows)]
+        # Parameter rows, written a row at a time, read a word at a time. A row below the
+        # last may be a multiplier row (low `mbits` bits used); the last row can only be
+        # a shift row (row param_addr + 1), so it keeps the 6 bits of a shift.
+        nrows = cfg.param_rows
+        rows = [[Signal(mbits if r < nrows - 1 else 6, name=f"param{r}_{c}")
+                 for c in range(cols)] for r in range(nrows)]
         w = self.param_w
         for r, words in enumerate(rows):
             with m.If(w.en & (w.addr == r)):
-                m.d.sync += [word.eq(w.data[c][:mbits]) for c, word in enumerate(words)]
+                m.d.sync += [word.eq(w.data[c][:len(word)]) for c, word in enumerate(words)]
         k = Signal(range(cols))                  # element of the row
         read_shift = Signal()                    # read row param_addr + 1 (the shifts)
         word = Signal(mbits)
-        m.d.comb += word.eq(Cat(*(w for ws in rows for w in ws)).word_select(
-            (st.param_addr + read_shift) * cols + k, mbits))
+        m.d.comb += word.eq(Array(w for ws in rows for w in ws)[
+            Cat(k, st.param_addr + read_shift) if cols & (cols - 1) == 0
+            else (st.param_addr + read_shift) * cols + k])
 
         acc = Signal(signed(32))
         m.d.comb += acc.eq(self.i.payload.row[k])
         last = Signal()
         m.d.comb += last.eq((k == cols - 1) | (k + 1 >= st.length))
 
-        # The engine. After `mbits` multiply steps, R = floor((acc * M) / 2**mbits) and
-        # Q holds the product's low bits (each step shifts one in at the top); then
-        # `c` = s - mbits further steps shift right (c > 0) or left (c < 0) through
-        # Q, so R = floor(acc * M / 2**s) and Q's top bit is the product's bit s - 1,
-        # the rounding bit. The adder makes every step: R + X (multiply), R + R + rnd
-        # (left), R + zp + rnd (the last step: zero point and rounding bit).
-        # R stays exact while |y| < 2**32; beyond, `sat` records that the result lies
-        # outside every byte range, on the side of `neg`.
-        r = Signal(signed(34))
+        # The multiplier: R = (R + (M bit ? acc : 0)) >> 1 every step, with M's register
+        # shifting right (zeros in), so once M's bits are used R just shifts out the
+        # product's high bits. R holds floor(partial product / 2**t) (32 bits suffice)
+        # and the bit shifted out in step t is bit t of P = acc * M.
+        r = Signal(signed(32))
         q = Signal(mbits)
-        mcnt = Signal(range(mbits + 1))
-        c = Signal(signed(7))
-        zero = Signal()
-        sat = Signal()
-        neg = Signal()
-        x = Signal(signed(34))
-        total = Signal(signed(34))
-        rnd = q[-1]
-        mul = mcnt != 0
-        finish = ~mul & (c == 0)
-        left = ~mul & (c < 0)
-        m.d.comb += [
-            x.eq(Mux(mul, Mux(q[0], acc, 0), Mux(finish, st.zero_point, Mux(left, r, 0)))),
-            total.eq(r + x + ((finish | left) & rnd)),
-        ]
+        total = Signal(signed(33))
+        pbit = total[0]
+        m.d.comb += total.eq(r + Mux(q[0], acc, 0))
+
+        # The tail, one bit of P per step: bits below s are dropped, the last of them
+        # (bit s - 1) becomes the carry in, so the stream from bit s on is
+        # floor(P / 2**s) + bit s-1 = round_shift(P, s); a serial adder adds zp to it.
+        # z = y + zp has at most max(47 - s, 32) + 1 significant bits: its bit
+        # j = t - s is made in step t, up to j = max(47 - s, 32), i.e. t = max(47, s + 32).
+        # Bits 0..9 of z are kept; `ovf` records that a higher bit differed from bit 9
+        # (z outside -512..511), and `zsign` is the last bit made (z's sign).
+        # An INT32 element makes one step with M = 1: R = acc >> 1 and bit 0 of acc in
+        # zlow[9] form the output word; a byte element clears R at its end, so the
+        # word's high bytes are 0 without a mask.
+        t = Signal(range(SERIAL_ZERO_SHIFT + 34))
+        j = Signal(6)                            # bit of z, saturating at 32
+        carry = Signal()
+        zlow = Signal(10)
+        ovf = Signal()
+        zsign = Signal()
+        zp = st.zero_point
+        zp_bit = ~raw & Mux(j[5], zp[31], zp.bit_select(j[:5], 1))
+        zsum = Signal(2)
+        m.d.comb += zsum.eq(pbit + zp_bit + carry)
+        done = raw | ((t >= SERIAL_MBITS + 32) & j[5])
 
         shift = Mux(st.per_channel, word[:6], st.shift)
-        multiplier = Mux(st.per_channel, word, st.multiplier)
+        multiplier = Mux(raw, 1, Mux(st.per_channel, word, st.multiplier))
         with m.FSM():
             with m.State("START"):
-                m.d.comb += read_shift.eq(1)
+                m.d.sync += [q.eq(multiplier), r.eq(0), t.eq(0), j.eq(0), carry.eq(0),
+                             ovf.eq(0), zp_high_sign.eq(1)]
                 with m.If(self.i.valid):
-                    m.d.sync += [
-                        zero.eq(shift > SERIAL_ZERO_SHIFT),
-                        c.eq(Mux(shift > SERIAL_ZERO_SHIFT, 0, shift - mbits)),
-                    ]
-                    with m.If(raw):
-                        m.next = "OUT"
-                    with m.Else():
-                        m.next = "LOAD"
-            with m.State("LOAD"):
-                m.d.sync += [q.eq(Mux(zero, 0, multiplier)), r.eq(0), mcnt.eq(mbits),
-                             sat.eq(0)]
-                m.next = "RUN"
+                    m.next = "RUN"
             with m.State("RUN"):
-                with m.If(mul | (c > 0)):
-                    m.d.sync += [r.eq(total >> 1), q.eq(Cat(q[1:], total[0]))]
-                    with m.If(mul):
-                        m.d.sync += mcnt.eq(mcnt - 1)
-                    with m.Else():
-                        m.d.sync += c.eq(c - 1)
-                with m.Elif(left):
-                    m.d.sync += [r.eq(total), q.eq(Cat(0, q[:-1])), c.eq(c + 1)]   # 2R + rnd
-                    with m.If(~sat & (r[32] != r[31])):
-                        m.d.sync += [sat.eq(1), neg.eq(r[33])]
+                m.d.comb += read_shift.eq(1)
+                m.d.sync += [r.eq(total >> 1), q.eq(q >> 1), t.eq(t + 1)]
+                with m.If(~raw & (t < shift)):
+                    m.d.sync += carry.eq(pbit)
                 with m.Else():
-                    m.d.sync += r.eq(total)
-                    m.next = "OUT"
+                    m.d.sync += [carry.eq(zsum[1]), zsign.eq(zsum[0])]
+                    with m.If((j >= 8) & (zp_bit != zp[31])):
+                        m.d.sync += zp_high_sign.eq(0)
+                    with m.If(~j[5]):
+                        m.d.sync += j.eq(j + 1)
+                    with m.If(j < 10):
+                        m.d.sync += zlow.eq(Cat(zlow[1:], zsum[0]))
+                    with m.Elif(zsum[0] != zlow[9]):
+                        m.d.sync += ovf.eq(1)
+                    with m.If(done):
+                        m.next = "OUT"
+                        with m.If(~raw):
+                            m.d.sync += r.eq(0)             # the output word's high bytes
             with m.State("OUT"):
                 m.d.comb += self.o.valid.eq(1)
                 with m.If(self.o.ready):
@@ -409,21 +455,20 @@ class PostProcessor(wiring.Component):
                     m.d.sync += k.eq(Mux(last, 0, k + 1))
                     m.next = "START"
 
-        # Zero point is in R; clamp to the 10-bit bounds. Only whether z lies below,
-        # inside or above -512..511 and its low 10 bits matter.
-        z_in = Signal()
-        z_neg = Signal()
+        # Clamp to the 10-bit bounds: only whether z lies below, inside or above
+        # -512..511 and its low 10 bits matter.
         byte = Signal(8)
+        above = Signal()
+        upper = Signal(signed(10))
         m.d.comb += [
-            z_in.eq(~sat & ((r[9:] == 0) | (r[9:] == (1 << 25) - 1))),
-            z_neg.eq(Mux(sat, neg, r[-1])),
+            above.eq(Mux(ovf, ~zsign, zlow.as_signed() > hi)),
+            upper.eq(Mux(above, hi, zlow)),
         ]
-        above = Mux(z_in, r[:10].as_signed() > hi, ~z_neg)
-        below = Mux(z_in, r[:10].as_signed() < lo, z_neg)
-        m.d.comb += byte.eq(Mux(above, hi, Mux(below, lo, r)))
+        below = (ovf & zsign) | (upper < lo)
+        m.d.comb += byte.eq(Mux(below, lo, upper))
         out = self.o.payload
         m.d.comb += [
-            out.data.eq(Mux(raw, acc, byte)),           # bytes above nbytes are 0
+            out.data.eq(Cat(Mux(raw, Cat(zlow[9], r[:7]), byte), r[7:31])),
             out.nbytes.eq(Mux(raw, 4, 1)),
             out.last.eq(last),
         ]

@@ -245,7 +245,7 @@ def test_serial_engine_rate_for_one_lane_and_16_bit_m():
     shift-and-add engine: ``serial_cycles(s)`` cycles per element, still bit-exact."""
     cfg = make_config(4, 1, 16)
     dut = PostProcessor(config=cfg)
-    assert (dut.beat_cycles, dut.latency) == PostProcessor.serial_cycles(46) == (50, 49)
+    assert (dut.beat_cycles, dut.latency) == PostProcessor.serial_cycles(63) == (98, 97)
     rng = np.random.default_rng(6)
     params = random_params(rng, cfg)
     for shift in (15, 24, 0, 63):
@@ -259,6 +259,13 @@ def test_serial_engine_rate_for_one_lane_and_16_bit_m():
         print(f"postproc lanes=1, 16-bit M, shift {shift}: {beats} beats in {cycles} "
               f"cycles ({beat_cycles} per beat, latency {latency})")
         assert cycles <= beats * beat_cycles + cfg.param_rows + 2
+    # An INT32 element passes through the engine in one step.
+    items = [(row, {**s, "length": cfg.cols, "out_type": OutType.INT32})
+             for row, s in random_rows(rng, cfg, 10)]
+    got, cycles = run_postproc(cfg, items, params, in_gaps=0.0, out_stalls=0.0)
+    check_rows([expected_bytes(cfg, r, s, params) for r, s in items], got)
+    assert PostProcessor.serial_cycles(0, raw=True) == (3, 2)
+    assert cycles <= len(items) * cfg.cols * 3 + cfg.param_rows + 2
 
 
 def serial_edge_items(cfg):
