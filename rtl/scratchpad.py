@@ -8,13 +8,23 @@ from amaranth.utils import ceil_log2
 
 from systolic.config import AcceleratorConfig
 
-__all__ = ["ReadPortSignature", "Scratchpad", "check_config"]
+__all__ = ["ReadPortSignature", "Scratchpad", "check_config", "shared_read_path"]
 
 
 def check_config(config, who):
     """Raise :class:`TypeError` unless ``config`` is an :class:`AcceleratorConfig`."""
     if not isinstance(config, AcceleratorConfig):
         raise TypeError(f"{who} config must be an AcceleratorConfig, not {config!r}")
+
+
+def shared_read_path(config):
+    """Whether the scratchpad of ``config`` serves one read per cycle over all its ports.
+
+    A small array (``rows`` at most 4) preloads a weight tile in so few rows that reading
+    them after the input rows, instead of beside them, costs little, while one memory and
+    one read path save the per-bank address and per-port bank multiplexers.
+    """
+    return config.rows <= 4
 
 
 class ReadPortSignature(wiring.Signature):
@@ -58,27 +68,34 @@ class ReadPortSignature(wiring.Signature):
 class Scratchpad(wiring.Component):
     """``config.sp_banks`` banks of ``config.sp_depth`` rows of ``config.sp_width`` bytes.
 
-    Each bank is one 1R1W :class:`~amaranth.lib.memory.Memory`. A global row address is
-    ``bank * sp_depth + row``: the bank is the high bits. Byte ``i`` of a row sits in bits
+    A global row address is ``bank * sp_depth + row``: the bank is the high bits. Byte
+    ``i`` of a row sits in bits
     ``[8*i+7 : 8*i]`` of ``data``.
 
     Ports and rules:
 
-    * ``w`` (DMA LOAD): one write per cycle, always accepted (each bank has its own write
-      port and no other client writes), with a byte enable per byte. A row is written at
-      the end of the cycle its ``en`` is high.
+    * ``w`` (DMA LOAD): one write per cycle, always accepted (no other client writes),
+      with a byte enable per byte. A row is written at the end of the cycle its ``en`` is
+      high.
     * ``rd_in`` (MATMUL input rows), ``rd_wt`` (MATMUL weight rows), ``rd_st`` (STORE from
-      the scratchpad): read ports (:class:`ReadPortSignature`). Each bank serves one read
-      per cycle; when several ports ask for the same bank in one cycle, the fixed priority
-      ``rd_in`` > ``rd_wt`` > ``rd_st`` decides and the losers see ``ready`` low and must
-      hold their request. Ports reading different banks are all granted in the same cycle,
-      whatever the DMA writes.
+      the scratchpad): read ports (:class:`ReadPortSignature`) with the fixed priority
+      ``rd_in`` > ``rd_wt`` > ``rd_st``; the losers see ``ready`` low and must hold their
+      request.
+    * Banked (:func:`shared_read_path` false): each bank is one 1R1W memory and serves one
+      read per cycle; only ports asking for the same bank compete, so ports reading
+      different banks are all granted in the same cycle, whatever the DMA writes.
+    * Shared (:func:`shared_read_path` true): one 1R1W memory of ``sp_rows`` rows serves
+      one read per cycle over all ports, whatever the banks; every port's ``data`` is that
+      read's row (meaningful only with the port's ``valid``).
     * Read latency is one cycle: the row of a request granted in cycle ``t`` is in ``data``
-      with ``valid`` high in cycle ``t + 1``. A read of a row written in the same cycle
-      returns the old row (reads are not transparent); a write is seen by reads granted in
-      later cycles.
-    * Addresses beyond ``sp_rows`` select no bank: writes are dropped, reads are granted
-      and return zero. The decoder rejects such addresses before they get here.
+      with ``valid`` high in cycle ``t + 1``. A write is seen by reads granted in later
+      cycles. A read of a row written in the same cycle returns the old row in simulation;
+      banked, also on the FPGA (a bypass keeps it so); shared, the block RAM's value is
+      undefined then (the ISA's tokens keep LOAD and the readers of its rows apart, so a
+      correct program never does it).
+    * Addresses beyond ``sp_rows`` select no row: writes are dropped, reads return zero
+      (banked: they are granted and block nobody; shared: they take the read by priority).
+      The decoder rejects such addresses before they get here.
 
     Parameters
     ----------
@@ -110,6 +127,64 @@ class Scratchpad(wiring.Component):
         super().__init__(members)
 
     def elaborate(self, platform):
+        if shared_read_path(self.config):
+            return self._elaborate_shared()
+        return self._elaborate_banked()
+
+    def _in_range(self, addr):
+        """The row ``addr`` exists (a constant 1 when ``sp_banks`` is a power of two)."""
+        cfg = self.config
+        if cfg.sp_rows == 1 << self.addr_width:
+            return 1
+        return addr < cfg.sp_rows
+
+    def _elaborate_shared(self):
+        """One memory of ``sp_rows`` rows and one read per cycle over all ports."""
+        cfg = self.config
+        m = Module()
+        ports = [getattr(self, name) for name in self.READ_PORTS]
+        w = self.w
+
+        # An asynchronous read port with its data registered right behind it, which yosys
+        # folds into the block RAM; ``no_rw_check``: what that register holds in the cycle
+        # its row is written may be undefined (the tokens order LOAD against the readers
+        # of its rows), so no read-during-write emulation is added.
+        mem = Memory(shape=unsigned(self.row_bits), depth=cfg.sp_rows, init=[],
+                     attrs={"no_rw_check": 1})
+        m.submodules.mem = mem
+        wp = mem.write_port(granularity=8)
+        rp = mem.read_port(domain="comb")
+        w_ok = w.en & self._in_range(w.addr)
+        m.d.comb += [
+            wp.addr.eq(w.addr),
+            wp.data.eq(w.data),
+            wp.en.eq(Mux(w_ok, w.be, 0)),
+        ]
+
+        # Fixed priority over all ports: the first requester takes the one read.
+        sel = ports[-1].addr
+        for port in reversed(ports[:-1]):
+            sel = Mux(port.en, port.addr, sel)
+        m.d.comb += rp.addr.eq(sel)
+        before = 0
+        for port in ports:
+            m.d.comb += port.ready.eq(port.en & ~before)
+            m.d.sync += port.valid.eq(port.en & ~before)
+            before = before | port.en
+        # The register's initial value costs a LUT per bit (yosys emulates it; the block
+        # RAM's output register has none), the price of keeping the port in Amaranth.
+        data = Signal(self.row_bits, reset_less=True)
+        m.d.sync += data.eq(rp.data)
+        if cfg.sp_rows < 1 << self.addr_width:
+            hit_q = Signal()
+            m.d.sync += hit_q.eq(self._in_range(sel))
+            data = Mux(hit_q, data, 0)
+        for port in ports:
+            m.d.comb += port.data.eq(data)
+        return m
+
+    def _elaborate_banked(self):
+        """One memory per bank, each with its own read arbitration."""
         cfg = self.config
         m = Module()
         row_bits = ceil_log2(cfg.sp_depth)
@@ -121,10 +196,7 @@ class Scratchpad(wiring.Component):
         def bank_of(addr):
             return addr[row_bits:]
 
-        def in_range(addr):
-            if cfg.sp_banks == 1 << bank_bits:
-                return 1    # every address selects a bank
-            return bank_of(addr) < cfg.sp_banks
+        in_range = self._in_range
 
         # Writes are committed one cycle late, from a copy of the request, so a bank's
         # read and write in one cycle never need the memory's read-during-write

@@ -14,7 +14,7 @@ from systolic.config import AcceleratorConfig, preset
 from systolic.rtl.accumulator import Accumulator
 from systolic.rtl.params import ParamBuffer
 from systolic.rtl.postproc import PostProcessor
-from systolic.rtl.scratchpad import Scratchpad
+from systolic.rtl.scratchpad import Scratchpad, shared_read_path
 from systolic.verilog import convert as to_verilog
 
 READERS = Scratchpad.READ_PORTS
@@ -25,17 +25,21 @@ def make_config(banks=4, depth=16, rows=4, cols=4):
 
 
 class SpModel:
-    """Fixed read priority per bank, reads before the same cycle's write, byte enables,
-    out-of-range rows dropped on write and read as zero."""
+    """Fixed read priority per bank (banked) or over all ports (shared read path), reads
+    before the same cycle's write, byte enables, out-of-range rows dropped on write and
+    read as zero."""
 
     def __init__(self, cfg):
         self.cfg = cfg
+        self.shared = shared_read_path(cfg)
         self.mem = np.zeros((cfg.sp_rows, cfg.sp_width), dtype=np.uint8)
 
     def grants(self, req):
         granted, used = {}, set()
         for name in READERS:
-            if name in req:
+            if name in req and self.shared:
+                granted[name] = not granted
+            elif name in req:
                 b = req[name] // self.cfg.sp_depth
                 granted[name] = b >= self.cfg.sp_banks or b not in used
                 used.add(b)
@@ -119,9 +123,10 @@ def full(cfg):
 
 
 def test_matmul_reads_two_banks_while_dma_fills_a_third():
-    """Input rows from bank 0, weight rows from bank 1, STORE from bank 3 and DMA writes
-    into bank 2, all in every cycle: every read is granted at once."""
-    cfg = make_config()
+    """Banked (8 rows): input rows from bank 0, weight rows from bank 1, STORE from bank 3
+    and DMA writes into bank 2, all in every cycle: every read is granted at once."""
+    cfg = make_config(rows=8, cols=8)
+    assert not shared_read_path(cfg)
     d = cfg.sp_depth
     fill = [{"w": (r, [r * 7 + i for i in range(cfg.sp_width)], full(cfg))} for r in range(2 * d)]
     fill += [{"w": (3 * d + r, [255 - r] * cfg.sp_width, full(cfg))} for r in range(d)]
@@ -133,8 +138,24 @@ def test_matmul_reads_two_banks_while_dma_fills_a_third():
     assert responses[0] == ("rd_in", bytes(range(cfg.sp_width)))
 
 
-def test_same_bank_conflicts_follow_priority():
+def test_shared_read_path_grants_one_read_per_cycle():
+    """Shared (4 rows): the same traffic gets one read per cycle, by priority, while the
+    DMA writes every cycle; the losers are granted once the winner stops asking."""
     cfg = make_config()
+    assert shared_read_path(cfg) and shared_read_path(preset("icebreaker"))
+    d = cfg.sp_depth
+    fill = [{"w": (r, [r * 7 + i for i in range(cfg.sp_width)], full(cfg))} for r in range(2 * d)]
+    stream = [{"rd_in": t, "rd_wt": d + t, "rd_st": 3 * d + t,
+               "w": (2 * d + t, [t] * cfg.sp_width, full(cfg))} for t in range(d)]
+    stream += [{"rd_wt": d + t, "rd_st": 3 * d} for t in range(d)] + [{"rd_st": 3 * d}]
+    responses, grants = run_schedule(cfg, fill + stream)
+    assert grants == len(stream)
+    assert [n for n, _ in responses] == ["rd_in"] * d + ["rd_wt"] * d + ["rd_st"]
+    assert responses[d] == ("rd_wt", bytes((d * 7 + i) % 256 for i in range(cfg.sp_width)))
+
+
+def test_same_bank_conflicts_follow_priority():
+    cfg = make_config(rows=8, cols=8)
     model = SpModel(cfg)
     schedule = [
         {"rd_in": 1, "rd_wt": 2, "rd_st": 3},   # all in bank 0: only rd_in
@@ -149,8 +170,10 @@ def test_same_bank_conflicts_follow_priority():
     run_schedule(cfg, schedule)
 
 
-def test_read_in_the_write_cycle_returns_the_old_row():
-    cfg = make_config()
+@pytest.mark.parametrize("rows", [4, 8])
+def test_read_in_the_write_cycle_returns_the_old_row(rows):
+    """In simulation, both read paths; on the FPGA the shared path leaves it undefined."""
+    cfg = make_config(rows=rows, cols=4)
     schedule = [
         {"w": (5, [1] * cfg.sp_width, full(cfg))},
         {"w": (5, [2] * cfg.sp_width, full(cfg)), "rd_st": 5},
@@ -159,7 +182,9 @@ def test_read_in_the_write_cycle_returns_the_old_row():
         {"rd_in": 5},
     ]
     responses, _ = run_schedule(cfg, schedule)
-    assert [r for _, r in responses] == [bytes([1] * 4), bytes([2] * 4), bytes([9, 2, 9, 2])]
+    n = cfg.sp_width
+    assert [r for _, r in responses] == [bytes([1] * n), bytes([2] * n),
+                                         bytes([9, 2, 9, 2] + [2] * (n - 4))]
 
 
 def random_schedule(cfg, rng, cycles, p=0.6):
@@ -180,7 +205,7 @@ def random_schedule(cfg, rng, cycles, p=0.6):
     return schedule
 
 
-@pytest.mark.parametrize("banks,rows,cols", [(4, 4, 4), (5, 2, 3), (8, 8, 2)])
+@pytest.mark.parametrize("banks,rows,cols", [(4, 4, 4), (5, 2, 3), (8, 8, 2), (5, 8, 3)])
 def test_random_traffic_matches_model(banks, rows, cols):
     cfg = make_config(banks, 16, rows, cols)
     responses, _ = run_schedule(cfg, random_schedule(cfg, np.random.default_rng(banks), 1500))
@@ -194,17 +219,30 @@ def test_hypothesis_traffic(seed, p):
     run_schedule(cfg, random_schedule(cfg, np.random.default_rng(seed), 200, p))
 
 
-def test_scoreboard_catches_one_corrupted_byte():
-    cfg = make_config()
+@pytest.mark.parametrize("rows", [4, 8])
+def test_scoreboard_catches_one_corrupted_byte(rows):
+    cfg = make_config(rows=rows, cols=rows)
     schedule = random_schedule(cfg, np.random.default_rng(4), 200)
     run_schedule(cfg, schedule)
     with pytest.raises(AssertionError, match="read .* expected"):
         run_schedule(cfg, schedule, corrupt_read=30)
 
 
+def test_scoreboard_catches_a_grant_beyond_the_shared_read(monkeypatch):
+    """A model that grants per bank disagrees with the shared read path."""
+    cfg = make_config()
+    schedule = [{"rd_in": 1, "rd_wt": cfg.sp_depth + 1}]
+    run_schedule(cfg, schedule)
+    monkeypatch.setattr(SpModel, "grants",
+                        lambda self, req: {n: True for n in READERS if n in req})
+    with pytest.raises(AssertionError, match="rd_wt.ready is 0"):
+        run_schedule(cfg, schedule)
+
+
 # -- Verilog and lint -----------------------------------------------------------------------
 
-BLOCKS = [(Scratchpad, "tiny"), (Scratchpad, "default"), (Accumulator, "tiny"),
+BLOCKS = [(Scratchpad, "tiny"), (Scratchpad, "icebreaker"), (Scratchpad, "default"),
+          (Accumulator, "tiny"),
           (Accumulator, "default"), (ParamBuffer, "icebreaker"), (PostProcessor, "tiny"),
           (PostProcessor, "icebreaker"), (PostProcessor, "default")]
 
