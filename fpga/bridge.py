@@ -267,6 +267,17 @@ class Bridge(wiring.Component):
         rx_byte, rx_valid = urx.o.payload, urx.o.valid
         data = Signal(8)
         m.d.comb += data.eq(rx_byte ^ Mux(escaped, ESC_XOR, 0))
+        # bytes into the buffer: a payload byte, or one of the PING or STATUS payload
+        byte_in, local = Signal(8), Signal()
+        ping_byte = Const(PING_WORD, 32).word_select(lane, 8)
+        m.d.comb += byte_in.eq(Mux(local, Mux(is_ping, ping_byte, counters.window[:8]), data))
+
+        def take_byte():
+            """``byte_in`` goes into the word at the buffer position, which moves on."""
+            m.d.sync += word.eq(Cat(word[8:], byte_in))
+            with m.If(lane == 3):
+                store(Cat(word, byte_in))
+            next_byte()
 
         # output byte -> stuffer -> UART TX; the sequencer waits for the CRC engine, which
         # also gives the buffer's read port its cycle
@@ -328,7 +339,6 @@ class Bridge(wiring.Component):
                 with m.Else():
                     m.d.sync += escaped.eq(0)
                     m.d.comb += [body.eq(1), crc.feed.eq(1), crc.byte.eq(data)]
-                    next_byte()
             with m.Elif(expired):
                 respond(Status.TIMEOUT)
             return body
@@ -354,6 +364,7 @@ class Bridge(wiring.Component):
 
             with m.State("HEADER"):
                 with m.If(frame_byte()):
+                    next_byte()
                     m.d.sync += fields.eq(Cat(fields[8:], data))
                     with m.Switch(Cat(lane, widx[0])):
                         with m.Case(0):
@@ -367,10 +378,9 @@ class Bridge(wiring.Component):
 
             with m.State("BODY"):              # payload, then the CRC
                 with m.If(frame_byte()):
-                    m.d.sync += [word.eq(Cat(word[8:], data)), remaining.eq(remaining - 1)]
                     # all bytes go through, the CRC's too: they never complete a payload word
-                    with m.If(lane == 3):
-                        store(Cat(word, data))
+                    take_byte()
+                    m.d.sync += remaining.eq(remaining - 1)
                     with m.If(remaining[-1]):
                         m.next = "CHECK"
 
@@ -387,20 +397,20 @@ class Bridge(wiring.Component):
                 with m.If(widx == exec_words):
                     rewind()
                     m.next = "RESPOND"
-                with m.Elif(is_ping):
-                    store(PING_WORD)
-                    next_word()
-                with m.Elif(is_status):
-                    m.next = "STATUS"
+                with m.Elif(is_ping | is_status):
+                    m.next = "LOCAL"
                 with m.Elif(is_csr):
                     m.next = "CSR_REQUEST"
                 with m.Else():
                     m.next = "MEM"
 
-            with m.State("STATUS"):             # crc_errors, truncated; then the others
-                with m.If(counters.phase == Mux(widx[0], 16, 0)):
-                    store(counters.window)
-                    next_word()
+            with m.State("LOCAL"):              # the PING word, or the STATUS counters
+                m.d.comb += local.eq(1)
+                # the counters' ring shows STATUS payload byte k in its low byte at phase 4 k
+                with m.If(is_ping | (counters.phase == Cat(Const(0, 2), lane, widx[0]))):
+                    take_byte()
+                    with m.If(lane == 3):
+                        m.next = "NEXT"
 
             with m.State("MEM"):
                 m.d.comb += mem.valid.eq(1)
