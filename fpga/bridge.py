@@ -86,6 +86,7 @@ class SerialCrc16(wiring.Component):
 
 
 TICK = 32     # cycles per turn of the SerialCounters ring
+HALF = 16     # bits per row of the frame buffer
 
 
 class SerialCounters(wiring.Component):
@@ -204,9 +205,10 @@ class Bridge(wiring.Component):
             m.d.sync += self.framing_errors[0].eq(~self.framing_errors[0])
 
         words = MAX_PAYLOAD // WORD_BYTES
-        m.submodules.buffer = buffer = Memory(shape=32, depth=words, init=[])
+        # halfword rows (one block RAM): word w is rows 2 w (low half) and 2 w + 1
+        m.submodules.buffer = buffer = Memory(shape=HALF, depth=2 * words, init=[])
         buf_rd = buffer.read_port()
-        buf_wr = buffer.write_port()
+        buf_wr = buffer.write_port(granularity=8)
 
         # the request: SEQ and CMD, then ADDR and LEN shifted in from the top
         seq, cmd, status = Signal(8), Signal(8), Signal(3)
@@ -222,7 +224,7 @@ class Bridge(wiring.Component):
         # buffer position, shared by the parser, the executor and the response: the word
         # index and the byte lane in it (the header's byte count while a header moves)
         widx, lane = Signal(range(words + 1)), Signal(2)
-        m.d.comb += [buf_rd.addr.eq(widx), buf_wr.addr.eq(widx)]
+        m.d.comb += [buf_rd.addr.eq(Cat(lane[1], widx)), buf_wr.addr.eq(Cat(lane[1], widx))]
         # words to execute, and words to send back (none after a NAK or a write)
         exec_words, resp_words = Signal(range(words + 1)), Signal(range(words + 1))
         m.d.comb += [
@@ -242,7 +244,8 @@ class Bridge(wiring.Component):
         # body bytes still to come after the header, less one: negative at the last one
         remaining = Signal(17)
         escaped = Signal()
-        word = Signal(24)                     # payload bytes waiting for a full word
+        # bus words pass the halfword buffer through these halves
+        low_half, high_half = Signal(HALF), Signal(HALF)
 
         # the STATUS counters, in the order of the STATUS payload
         m.submodules.counters = counters = SerialCounters()
@@ -273,10 +276,11 @@ class Bridge(wiring.Component):
         m.d.comb += byte_in.eq(Mux(local, Mux(is_ping, ping_byte, counters.window[:8]), data))
 
         def take_byte():
-            """``byte_in`` goes into the word at the buffer position, which moves on."""
-            m.d.sync += word.eq(Cat(word[8:], byte_in))
-            with m.If(lane == 3):
-                store(Cat(word, byte_in))
+            """``byte_in`` goes into the buffer position, which moves on (no payload byte
+            lies beyond the buffer's end: bytes there, the CRC's or those of a frame too
+            long, are dropped)."""
+            m.d.comb += [buf_wr.en.eq(Mux(widx[-1], 0, Mux(lane[0], 0b10, 0b01))),
+                         buf_wr.data.eq(byte_in.replicate(2))]
             next_byte()
 
         # output byte -> stuffer -> UART TX; the sequencer waits for the CRC engine, which
@@ -297,27 +301,40 @@ class Bridge(wiring.Component):
         # the executor: word widx at ADDR + 4 * widx, data from or to the buffer
         word_addr = Signal(32)
         m.d.comb += word_addr.eq(Cat(addr[:2], addr[2:] + widx))
-        m.d.comb += [self.mem.addr.eq(word_addr), self.mem.wdata.eq(buf_rd.data),
+        bus_wdata = Cat(low_half, buf_rd.data)
+        m.d.comb += [self.mem.addr.eq(word_addr), self.mem.wdata.eq(bus_wdata),
                      self.mem.we.eq(is_write)]
         for prefix in ("aw", "ar"):
             m.d.comb += getattr(self, f"m_axil_{prefix}addr").eq(word_addr)
-        m.d.comb += [self.m_axil_wdata.eq(buf_rd.data), self.m_axil_wstrb.eq(0xF)]
+        m.d.comb += [self.m_axil_wdata.eq(bus_wdata), self.m_axil_wstrb.eq(0xF)]
         mem = self.mem
         axil = {name: getattr(self, "m_axil_" + name) for name in AXIL_SIGNATURE.members}
         aw_done, w_done = Signal(), Signal()
 
         def store(value):
-            m.d.comb += [buf_wr.en.eq(1), buf_wr.data.eq(value)]
+            m.d.comb += [buf_wr.en.eq(0b11), buf_wr.data.eq(value)]
+
+        def next_half():
+            m.d.sync += lane[1].eq(~lane[1])
+            with m.If(lane[1]):
+                m.d.sync += widx.eq(widx + 1)
+
+        def bus_done(rdata):
+            """A bus word moved: a read's low half goes to the buffer now, its high half
+            next (state HIGH); a write is done."""
+            with m.If(~is_write):
+                store(rdata[:HALF])
+            m.d.sync += high_half.eq(rdata[HALF:])
+            next_half()
+            m.next = "HIGH"
+            with m.If(is_write):
+                m.next = "NEXT"
 
         def respond(code):
             """Answer ``code`` (with the payload words the request asks for if OK)."""
             m.d.sync += status.eq(code)
             rewind()
             m.next = "RESPOND"
-
-        def next_word():
-            m.d.sync += widx.eq(widx + 1)
-            m.next = "NEXT"
 
         def start_frame():
             m.d.sync += [escaped.eq(0), seq.eq(0), cmd.eq(0)]
@@ -399,10 +416,26 @@ class Bridge(wiring.Component):
                     m.next = "RESPOND"
                 with m.Elif(is_ping | is_status):
                     m.next = "LOCAL"
-                with m.Elif(is_csr):
+                with m.Elif(is_write):          # the word's high half is read next
+                    next_half()
+                    m.next = "FETCH"
+                with m.Else():
+                    m.next = "BUS"
+
+            with m.State("FETCH"):              # the low half appears on buf_rd.data
+                m.d.sync += low_half.eq(buf_rd.data)
+                m.next = "BUS"
+
+            with m.State("BUS"):
+                with m.If(is_csr):
                     m.next = "CSR_REQUEST"
                 with m.Else():
                     m.next = "MEM"
+
+            with m.State("HIGH"):               # a read word's high half
+                store(high_half)
+                next_half()
+                m.next = "NEXT"
 
             with m.State("LOCAL"):              # the PING word, or the STATUS counters
                 m.d.comb += local.eq(1)
@@ -415,11 +448,10 @@ class Bridge(wiring.Component):
             with m.State("MEM"):
                 m.d.comb += mem.valid.eq(1)
                 with m.If(mem.ack):
-                    store(mem.rdata)
                     with m.If(mem.error):
                         respond(Status.BAD_ADDRESS)
                     with m.Else():
-                        next_word()
+                        bus_done(mem.rdata)
 
             with m.State("CSR_REQUEST"):
                 m.d.comb += [
@@ -440,11 +472,10 @@ class Bridge(wiring.Component):
                 m.d.comb += [axil["rready"].eq(~is_write), axil["bready"].eq(is_write),
                              timer_run.eq(1)]
                 with m.If(Mux(is_write, axil["bvalid"], axil["rvalid"])):
-                    store(axil["rdata"])
                     with m.If(Mux(is_write, axil["bresp"], axil["rresp"]) != AXI_OKAY):
                         respond(Status.BUS_ERROR)
                     with m.Else():
-                        next_word()
+                        bus_done(axil["rdata"])
                 with m.Elif(expired):
                     respond(Status.BUS_TIMEOUT)
 
@@ -478,7 +509,7 @@ class Bridge(wiring.Component):
                     m.next = "CRC"
                 with m.Else():
                     m.d.comb += [out_valid.eq(~crc.busy),
-                                 out_byte.eq(buf_rd.data.word_select(lane, 8))]
+                                 out_byte.eq(buf_rd.data.word_select(lane[0], 8))]
                     with m.If(sent):
                         m.d.comb += [crc.byte.eq(out_byte), crc.feed.eq(1)]
                         next_byte()
