@@ -198,31 +198,35 @@ class SystemMemory(wiring.Component):
             self.s_axi_rresp.eq(Mux(beat_ok, AXI_OKAY, AXI_DECERR)),
             self.s_axi_rdata.eq(ram.rdata),
             self.s_axi_rlast.eq(beats == 0),
-            ram.addr.eq(row(addr)),
-            ram.wdata.eq(self.s_axi_wdata),
         ]
 
         def read_beat():
             m.d.comb += ram.re.eq(1)
             m.d.sync += [beat_ok.eq(in_range), addr.eq(next_addr)]
 
-        with m.FSM():
+        with m.FSM() as fsm:
+            # address and data need no more than a 2:1 choice: only the enables depend on
+            # who is served
+            m.d.comb += [
+                ram.addr.eq(Mux(fsm.ongoing("IDLE"), row(bridge.addr), row(addr))),
+                ram.wdata.eq(Mux(fsm.ongoing("WRITE"), self.s_axi_wdata,
+                                 bridge.wdata.replicate(nbytes // 4))),
+            ]
             with m.State("IDLE"):
                 with m.If(bridge.valid):
                     ok = bridge.addr[size_bits:] == 0
                     sel = bridge.addr[2:lsb] if nbytes > 4 else Const(0, 1)
                     m.d.comb += [
-                        ram.addr.eq(row(bridge.addr)),
                         ram.re.eq(~bridge.we),
-                        ram.wdata.eq(bridge.wdata.replicate(nbytes // 4)),
                         ram.we.eq(Mux(bridge.we & ok, Const(0xF, nbytes) << (sel * 4), 0)),
                     ]
                     m.d.sync += [lane.eq(sel), bridge.error.eq(~ok)]
                     m.next = "BRIDGE_ACK"
                 with m.Elif(self.s_axi_arvalid | self.s_axi_awvalid):
-                    a = Mux(take_read, self.s_axi_araddr, self.s_axi_awaddr)
+                    ar, aw = self.s_axi_araddr, self.s_axi_awaddr
                     m.d.sync += [
-                        addr.eq(a), high_ok.eq(a[addr_bits:] == 0),
+                        addr.eq(Mux(take_read, ar[:addr_bits], aw[:addr_bits])),
+                        high_ok.eq(Mux(take_read, ar[addr_bits:] == 0, aw[addr_bits:] == 0)),
                         beats.eq(Mux(take_read, self.s_axi_arlen, self.s_axi_awlen)),
                         size.eq(Mux(take_read, self.s_axi_arsize, self.s_axi_awsize)),
                         fixed.eq(Mux(take_read, self.s_axi_arburst, self.s_axi_awburst)
