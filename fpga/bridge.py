@@ -143,13 +143,16 @@ class Bridge(wiring.Component):
     frame drops it silently and starts a new one; a CSR access that gets no answer in
     ``bus_timeout`` cycles is NAKed (BUS_TIMEOUT). No input can lock the bridge up.
 
-    The datapath is built for a small FPGA: one bit-serial CRC engine (:class:`SerialCrc16`)
-    serves both directions; the STATUS counters share one serial adder
-    (:class:`SerialCounters`); ADDR and LEN are shifted into a register; one word index
-    and byte lane walk the buffer when receiving, executing and answering; the frame's
-    remaining length and the timeouts are down-counters. The CRC engine takes 8 cycles
-    per byte, far less than a byte's time on the line: the bridge checks a frame's CRC
-    8 cycles after its last byte, and waits for the engine before each response byte.
+    The datapath is built for a small FPGA: the buffer is one block RAM of halfwords, written
+    byte by byte (payload, PING word, STATUS counters) or a bus word's half at a time; one
+    bit-serial CRC engine (:class:`SerialCrc16`) serves both directions; the STATUS counters
+    share one serial adder (:class:`SerialCounters`) whose 32-cycle turn also ticks the
+    timeouts (so both are rounded up to whole ticks, up to 32 cycles late); ADDR and LEN
+    are shifted into a register; one word index and byte lane walk the buffer when
+    receiving, executing and answering; the request is checked once, in the order of the
+    NAK reasons, and each NAK is counted as it goes out. The CRC engine takes 8 cycles per
+    byte, far less than a byte's time on the line: the bridge checks a frame's CRC 8 cycles
+    after its last byte, and waits for the engine before each response byte.
 
     Parameters
     ----------
@@ -172,7 +175,8 @@ class Bridge(wiring.Component):
         data, ``awprot``/``arprot`` driven as 0); reach them as one interface with
         ``systolic.rtl.axi.flat_interface(bridge, "m_axil", Out(AXIL_SIGNATURE))``.
     framing_errors : Out(16)
-        UART framing errors seen (wrapping); for debug.
+        Bit 0 toggles at each UART framing error (the other bits stay 0): a change marks
+        an error, for a debug LED.
     """
 
     def __init__(self, *, divisor, timeout=None, bus_timeout=1024):
