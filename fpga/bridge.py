@@ -85,6 +85,10 @@ class SerialCrc16(wiring.Component):
         return m
 
 
+TICK = 32     # cycles per turn of the SerialCounters ring
+HALF = 16     # bits per row of the frame buffer
+
+
 class SerialCounters(wiring.Component):
     """Four 16-bit wrapping event counters in one 64-bit ring with a 2-bit serial adder.
 
@@ -139,13 +143,16 @@ class Bridge(wiring.Component):
     frame drops it silently and starts a new one; a CSR access that gets no answer in
     ``bus_timeout`` cycles is NAKed (BUS_TIMEOUT). No input can lock the bridge up.
 
-    The datapath is built for a small FPGA: one bit-serial CRC engine (:class:`SerialCrc16`)
-    serves both directions; the STATUS counters share one serial adder
-    (:class:`SerialCounters`); ADDR and LEN are shifted into a register; one word index
-    and byte lane walk the buffer when receiving, executing and answering; the frame's
-    remaining length and the timeouts are down-counters. The CRC engine takes 8 cycles
-    per byte, far less than a byte's time on the line: the bridge checks a frame's CRC
-    8 cycles after its last byte, and waits for the engine before each response byte.
+    The datapath is built for a small FPGA: the buffer is one block RAM of halfwords, written
+    byte by byte (payload, PING word, STATUS counters) or a bus word's half at a time; one
+    bit-serial CRC engine (:class:`SerialCrc16`) serves both directions; the STATUS counters
+    share one serial adder (:class:`SerialCounters`) whose 32-cycle turn also ticks the
+    timeouts (so both are rounded up to whole ticks, up to 32 cycles late); ADDR and LEN
+    are shifted into a register; one word index and byte lane walk the buffer when
+    receiving, executing and answering; the request is checked once, in the order of the
+    NAK reasons, and each NAK is counted as it goes out. The CRC engine takes 8 cycles per
+    byte, far less than a byte's time on the line: the bridge checks a frame's CRC 8 cycles
+    after its last byte, and waits for the engine before each response byte.
 
     Parameters
     ----------
@@ -168,7 +175,8 @@ class Bridge(wiring.Component):
         data, ``awprot``/``arprot`` driven as 0); reach them as one interface with
         ``systolic.rtl.axi.flat_interface(bridge, "m_axil", Out(AXIL_SIGNATURE))``.
     framing_errors : Out(16)
-        UART framing errors seen (wrapping); for debug.
+        Bit 0 toggles at each UART framing error (the other bits stay 0): a change marks
+        an error, for a debug LED.
     """
 
     def __init__(self, *, divisor, timeout=None, bus_timeout=1024):
@@ -198,28 +206,36 @@ class Bridge(wiring.Component):
         m.submodules.crc = crc = SerialCrc16()
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), urx.o.ready.eq(1)]
         with m.If(urx.error):
-            m.d.sync += self.framing_errors.eq(self.framing_errors + 1)
+            m.d.sync += self.framing_errors[0].eq(~self.framing_errors[0])
 
         words = MAX_PAYLOAD // WORD_BYTES
-        m.submodules.buffer = buffer = Memory(shape=32, depth=words, init=[])
+        # halfword rows (one block RAM): word w is rows 2 w (low half) and 2 w + 1
+        m.submodules.buffer = buffer = Memory(shape=HALF, depth=2 * words, init=[])
         buf_rd = buffer.read_port()
-        buf_wr = buffer.write_port()
+        buf_wr = buffer.write_port(granularity=8)
 
         # the request: SEQ and CMD, then ADDR and LEN shifted in from the top
         seq, cmd, status = Signal(8), Signal(8), Signal(3)
         fields = Signal(8 * (REQUEST_HEADER_BYTES - 2))
         addr, length = fields[:32], fields[32:]
-        is_write = Signal()
-        m.d.comb += is_write.eq(cmd.matches(*(int(c) for c in WRITE_COMMANDS)))
+        is_write, is_csr = Signal(), Signal()
+        is_ping, is_status = cmd == Command.PING, cmd == Command.STATUS
+        m.d.comb += [
+            is_write.eq(cmd.matches(*(int(c) for c in WRITE_COMMANDS))),
+            is_csr.eq(cmd.matches(Command.READ_CSR, Command.WRITE_CSR)),
+        ]
 
         # buffer position, shared by the parser, the executor and the response: the word
         # index and the byte lane in it (the header's byte count while a header moves)
         widx, lane = Signal(range(words + 1)), Signal(2)
-        m.d.comb += [buf_rd.addr.eq(widx), buf_wr.addr.eq(widx)]
-        # words to move, then words to send: the response's LEN is 4 * nwords
-        nwords = Signal(range(words + 1))
-        all_words = Signal()
-        m.d.comb += all_words.eq(widx == nwords)
+        m.d.comb += [buf_rd.addr.eq(Cat(lane[1], widx)), buf_wr.addr.eq(Cat(lane[1], widx))]
+        # words to execute, and words to send back (none after a NAK or a write)
+        exec_words, resp_words = Signal(range(words + 1)), Signal(range(words + 1))
+        m.d.comb += [
+            exec_words.eq(Mux(is_ping, 1, Mux(is_status, STATUS_BYTES // WORD_BYTES,
+                                                length[2:]))),
+            resp_words.eq(Mux((status == Status.OK) & ~is_write, exec_words, 0)),
+        ]
 
         def next_byte():
             m.d.sync += lane.eq(lane + 1)
@@ -232,20 +248,25 @@ class Bridge(wiring.Component):
         # body bytes still to come after the header, less one: negative at the last one
         remaining = Signal(17)
         escaped = Signal()
-        word = Signal(24)                     # payload bytes waiting for a full word
-
-        # one down-counter: the inter-byte timeout while listening, else the bus timeout
-        timer = Signal(range(max(self.timeout, self.bus_timeout) + 1))
-        listening, timer_run, timer_restart = Signal(), Signal(), Signal()
-        with m.If(timer_restart | ~timer_run):
-            m.d.sync += timer.eq(Mux(listening, self.timeout, self.bus_timeout))
-        with m.Else():
-            m.d.sync += timer.eq(timer - 1)
-        expired = timer == 0
+        # bus words pass the halfword buffer through these halves
+        low_half, high_half = Signal(HALF), Signal(HALF)
 
         # the STATUS counters, in the order of the STATUS payload
         m.submodules.counters = counters = SerialCounters()
         crc_errors, truncated, bad_requests, discarded = range(4)
+
+        # one up-counter of 32-cycle ticks (the counters' ring turns once per tick): the
+        # inter-byte timeout while listening, else the bus timeout; held at zero while
+        # stopped or restarted, so a wait of k ticks lasts (k - 1) * 32 + 1 .. k * 32 cycles
+        frame_ticks, bus_ticks = (-(-(limit - 1) // TICK) + 1
+                                  for limit in (self.timeout, self.bus_timeout))
+        timer = Signal(range(max(frame_ticks, bus_ticks) + 1))
+        listening, timer_run, timer_restart = Signal(), Signal(), Signal()
+        with m.If(timer_restart | ~timer_run):
+            m.d.sync += timer.eq(0)
+        with m.Elif(counters.phase == TICK - 1):
+            m.d.sync += timer.eq(timer + 1)
+        expired = Mux(listening, timer == frame_ticks, timer == bus_ticks)
 
         def count(counter):
             m.d.comb += counters.inc[counter].eq(1)
@@ -253,6 +274,18 @@ class Bridge(wiring.Component):
         rx_byte, rx_valid = urx.o.payload, urx.o.valid
         data = Signal(8)
         m.d.comb += data.eq(rx_byte ^ Mux(escaped, ESC_XOR, 0))
+        # bytes into the buffer: a payload byte, or one of the PING or STATUS payload
+        byte_in, local = Signal(8), Signal()
+        ping_byte = Const(PING_WORD, 32).word_select(lane, 8)
+        m.d.comb += byte_in.eq(Mux(local, Mux(is_ping, ping_byte, counters.window[:8]), data))
+
+        def take_byte():
+            """``byte_in`` goes into the buffer position, which moves on (no payload byte
+            lies beyond the buffer's end: bytes there, the CRC's or those of a frame too
+            long, are dropped)."""
+            m.d.comb += [buf_wr.en.eq(Mux(widx[-1], 0, Mux(lane[0], 0b10, 0b01))),
+                         buf_wr.data.eq(byte_in.replicate(2))]
+            next_byte()
 
         # output byte -> stuffer -> UART TX; the sequencer waits for the CRC engine, which
         # also gives the buffer's read port its cycle
@@ -272,33 +305,40 @@ class Bridge(wiring.Component):
         # the executor: word widx at ADDR + 4 * widx, data from or to the buffer
         word_addr = Signal(32)
         m.d.comb += word_addr.eq(Cat(addr[:2], addr[2:] + widx))
-        m.d.comb += [self.mem.addr.eq(word_addr), self.mem.wdata.eq(buf_rd.data)]
+        bus_wdata = Cat(low_half, buf_rd.data)
+        m.d.comb += [self.mem.addr.eq(word_addr), self.mem.wdata.eq(bus_wdata),
+                     self.mem.we.eq(is_write)]
         for prefix in ("aw", "ar"):
             m.d.comb += getattr(self, f"m_axil_{prefix}addr").eq(word_addr)
-        m.d.comb += [self.m_axil_wdata.eq(buf_rd.data), self.m_axil_wstrb.eq(0xF)]
+        m.d.comb += [self.m_axil_wdata.eq(bus_wdata), self.m_axil_wstrb.eq(0xF)]
         mem = self.mem
         axil = {name: getattr(self, "m_axil_" + name) for name in AXIL_SIGNATURE.members}
         aw_done, w_done = Signal(), Signal()
 
         def store(value):
-            m.d.comb += [buf_wr.en.eq(1), buf_wr.data.eq(value)]
+            m.d.comb += [buf_wr.en.eq(0b11), buf_wr.data.eq(value)]
 
-        def respond(code, payload_words=0):
-            """Answer ``code`` with ``payload_words`` words from the buffer."""
-            m.d.sync += [status.eq(code), nwords.eq(payload_words)]
+        def next_half():
+            m.d.sync += lane[1].eq(~lane[1])
+            with m.If(lane[1]):
+                m.d.sync += widx.eq(widx + 1)
+
+        def bus_done(rdata):
+            """A bus word moved: a read's low half goes to the buffer now, its high half
+            next (state HIGH); a write is done."""
+            with m.If(~is_write):
+                store(rdata[:HALF])
+            m.d.sync += high_half.eq(rdata[HALF:])
+            next_half()
+            m.next = "HIGH"
+            with m.If(is_write):
+                m.next = "NEXT"
+
+        def respond(code):
+            """Answer ``code`` (with the payload words the request asks for if OK)."""
+            m.d.sync += status.eq(code)
             rewind()
             m.next = "RESPOND"
-
-        def next_word():
-            m.d.sync += widx.eq(widx + 1)
-            m.next = "NEXT"
-
-        def bus_wait():
-            m.d.comb += timer_run.eq(1)
-
-        def bus_expired():
-            with m.Elif(expired):
-                respond(Status.BUS_TIMEOUT)
 
         def start_frame():
             m.d.sync += [escaped.eq(0), seq.eq(0), cmd.eq(0)]
@@ -320,11 +360,19 @@ class Bridge(wiring.Component):
                 with m.Else():
                     m.d.sync += escaped.eq(0)
                     m.d.comb += [body.eq(1), crc.feed.eq(1), crc.byte.eq(data)]
-                    next_byte()
             with m.Elif(expired):
-                count(truncated)
                 respond(Status.TIMEOUT)
             return body
+
+        # the request's checks, in the order of the NAK reasons
+        no_length = is_ping | is_status
+        bad_length = Mux(no_length, length != 0, (length[:2] != 0) | (length > MAX_PAYLOAD))
+        check = Signal(3)
+        m.d.comb += check.eq(
+            Mux(crc.crc != 0, Status.BAD_CRC,
+                Mux((cmd == 0) | (cmd > Command.STATUS), Status.BAD_COMMAND,
+                    Mux(bad_length, Status.BAD_LENGTH,
+                        Mux(~no_length & (addr[:2] != 0), Status.BAD_ADDRESS, Status.OK)))))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -337,6 +385,7 @@ class Bridge(wiring.Component):
 
             with m.State("HEADER"):
                 with m.If(frame_byte()):
+                    next_byte()
                     m.d.sync += fields.eq(Cat(fields[8:], data))
                     with m.Switch(Cat(lane, widx[0])):
                         with m.Case(0):
@@ -350,126 +399,94 @@ class Bridge(wiring.Component):
 
             with m.State("BODY"):              # payload, then the CRC
                 with m.If(frame_byte()):
-                    m.d.sync += [word.eq(Cat(word[8:], data)), remaining.eq(remaining - 1)]
                     # all bytes go through, the CRC's too: they never complete a payload word
-                    with m.If(lane == 3):
-                        store(Cat(word, data))
+                    take_byte()
+                    m.d.sync += remaining.eq(remaining - 1)
                     with m.If(remaining[-1]):
                         m.next = "CHECK"
 
             with m.State("CHECK"):
-                bad_length = (length[:2] != 0) | (length > MAX_PAYLOAD)
-                with m.If(crc.busy):
-                    pass
-                with m.Elif(crc.crc != 0):
-                    count(crc_errors)
-                    respond(Status.BAD_CRC)
-                with m.Elif(cmd.matches(Command.PING, Command.STATUS)):
-                    with m.If(length != 0):
-                        count(bad_requests)
-                        respond(Status.BAD_LENGTH)
-                    with m.Elif(cmd == Command.PING):
-                        store(PING_WORD)
-                        respond(Status.OK, 1)
-                    with m.Elif(counters.phase == 0):
-                        store(counters.window)         # crc_errors, truncated
-                        m.d.sync += widx.eq(1)
-                        m.next = "STATUS"
-                with m.Elif(cmd.matches(Command.READ_MEM, Command.WRITE_MEM, Command.READ_CSR,
-                                        Command.WRITE_CSR)):
-                    with m.If(bad_length):
-                        count(bad_requests)
-                        respond(Status.BAD_LENGTH)
-                    with m.Elif(addr[:2] != 0):
-                        count(bad_requests)
-                        respond(Status.BAD_ADDRESS)
-                    with m.Else():
-                        m.d.sync += nwords.eq(length[2:])
-                        rewind()
-                        m.next = "NEXT"
-                with m.Else():
-                    count(bad_requests)
-                    respond(Status.BAD_COMMAND)
-
-            with m.State("STATUS"):
-                with m.If(counters.phase == 16):
-                    store(counters.window)             # bad_requests, discarded
-                    respond(Status.OK, STATUS_BYTES // WORD_BYTES)
+                with m.If(~crc.busy):
+                    m.d.sync += status.eq(check)
+                    rewind()
+                    m.next = "NEXT"
+                    with m.If(check != Status.OK):
+                        m.next = "RESPOND"
 
             with m.State("NEXT"):               # buffer word widx appears on buf_rd.data
                 m.d.sync += [aw_done.eq(0), w_done.eq(0)]
-                with m.If(all_words):
-                    respond(Status.OK, Mux(is_write, 0, nwords))
-                with m.Elif(cmd == Command.READ_MEM):
-                    m.next = "READ_MEM"
-                with m.Elif(cmd == Command.WRITE_MEM):
-                    m.next = "WRITE_MEM"
-                with m.Elif(cmd == Command.READ_CSR):
-                    m.next = "READ_CSR_ADDR"
+                with m.If(widx == exec_words):
+                    rewind()
+                    m.next = "RESPOND"
+                with m.Elif(is_ping | is_status):
+                    m.next = "LOCAL"
+                with m.Elif(is_write):          # the word's high half is read next
+                    next_half()
+                    m.next = "FETCH"
                 with m.Else():
-                    m.next = "WRITE_CSR_ADDR"
+                    m.next = "BUS"
 
-            with m.State("READ_MEM"):
+            with m.State("FETCH"):              # the low half appears on buf_rd.data
+                m.d.sync += low_half.eq(buf_rd.data)
+                m.next = "BUS"
+
+            with m.State("BUS"):
+                with m.If(is_csr):
+                    m.next = "CSR_REQUEST"
+                with m.Else():
+                    m.next = "MEM"
+
+            with m.State("HIGH"):               # a read word's high half
+                store(high_half)
+                next_half()
+                m.next = "NEXT"
+
+            with m.State("LOCAL"):              # the PING word, or the STATUS counters
+                m.d.comb += local.eq(1)
+                # the counters' ring shows STATUS payload byte k in its low byte at phase 4 k
+                with m.If(is_ping | (counters.phase == Cat(Const(0, 2), lane, widx[0]))):
+                    take_byte()
+                    with m.If(lane == 3):
+                        m.next = "NEXT"
+
+            with m.State("MEM"):
                 m.d.comb += mem.valid.eq(1)
                 with m.If(mem.ack):
-                    store(mem.rdata)
                     with m.If(mem.error):
-                        count(bad_requests)
                         respond(Status.BAD_ADDRESS)
                     with m.Else():
-                        next_word()
+                        bus_done(mem.rdata)
 
-            with m.State("WRITE_MEM"):
-                m.d.comb += [mem.valid.eq(1), mem.we.eq(1)]
-                with m.If(mem.ack):
-                    with m.If(mem.error):
-                        count(bad_requests)
-                        respond(Status.BAD_ADDRESS)
-                    with m.Else():
-                        next_word()
-
-            with m.State("READ_CSR_ADDR"):
-                m.d.comb += axil["arvalid"].eq(1)
-                bus_wait()
-                with m.If(axil["arready"]):
-                    m.d.comb += timer_restart.eq(1)
-                    m.next = "READ_CSR_DATA"
-                bus_expired()
-            with m.State("READ_CSR_DATA"):
-                m.d.comb += axil["rready"].eq(1)
-                bus_wait()
-                with m.If(axil["rvalid"]):
-                    store(axil["rdata"])
-                    with m.If(axil["rresp"] != AXI_OKAY):
-                        respond(Status.BUS_ERROR)
-                    with m.Else():
-                        next_word()
-                bus_expired()
-
-            with m.State("WRITE_CSR_ADDR"):
-                m.d.comb += [axil["awvalid"].eq(~aw_done), axil["wvalid"].eq(~w_done)]
-                bus_wait()
+            with m.State("CSR_REQUEST"):
+                m.d.comb += [
+                    axil["arvalid"].eq(~is_write),
+                    axil["awvalid"].eq(is_write & ~aw_done),
+                    axil["wvalid"].eq(is_write & ~w_done),
+                    timer_run.eq(1),
+                ]
                 aw_now = aw_done | axil["awready"]
                 w_now = w_done | axil["wready"]
                 m.d.sync += [aw_done.eq(aw_now), w_done.eq(w_now)]
-                with m.If(aw_now & w_now):
+                with m.If(Mux(is_write, aw_now & w_now, axil["arready"])):
                     m.d.comb += timer_restart.eq(1)
-                    m.next = "WRITE_CSR_RESP"
-                bus_expired()
-            with m.State("WRITE_CSR_RESP"):
-                m.d.comb += axil["bready"].eq(1)
-                bus_wait()
-                with m.If(axil["bvalid"]):
-                    with m.If(axil["bresp"] != AXI_OKAY):
+                    m.next = "CSR_RESPONSE"
+                with m.Elif(expired):
+                    respond(Status.BUS_TIMEOUT)
+            with m.State("CSR_RESPONSE"):
+                m.d.comb += [axil["rready"].eq(~is_write), axil["bready"].eq(is_write),
+                             timer_run.eq(1)]
+                with m.If(Mux(is_write, axil["bvalid"], axil["rvalid"])):
+                    with m.If(Mux(is_write, axil["bresp"], axil["rresp"]) != AXI_OKAY):
                         respond(Status.BUS_ERROR)
                     with m.Else():
-                        next_word()
-                bus_expired()
+                        bus_done(axil["rdata"])
+                with m.Elif(expired):
+                    respond(Status.BUS_TIMEOUT)
 
             # response: SOF and the header, LEN payload bytes from the buffer, the CRC
             with m.State("RESPOND"):
                 m.d.comb += out_valid.eq(~crc.busy)
-                resp_length = Cat(Const(0, 2), nwords, Const(0, 16))
+                resp_length = Cat(Const(0, 2), resp_words, Const(0, 16))
                 header = [seq, cmd, status, resp_length[:8], resp_length[8:16]]
                 with m.Switch(Cat(lane, widx[0])):
                     with m.Case(0):
@@ -481,15 +498,22 @@ class Bridge(wiring.Component):
                     m.d.comb += [crc.byte.eq(out_byte), crc.clear.eq(out_raw),
                                  crc.feed.eq(~out_raw)]
                     next_byte()
+                    with m.If(out_raw):         # each NAK counted once, as its SOF goes out
+                        m.d.comb += [
+                            counters.inc[crc_errors].eq(status == Status.BAD_CRC),
+                            counters.inc[truncated].eq(status == Status.TIMEOUT),
+                            counters.inc[bad_requests].eq(status.matches(
+                                Status.BAD_COMMAND, Status.BAD_LENGTH, Status.BAD_ADDRESS)),
+                        ]
                     with m.If(Cat(lane, widx[0]) == len(header)):
                         rewind()
                         m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
-                with m.If((lane == 0) & all_words):
+                with m.If((lane == 0) & (widx == resp_words)):
                     m.next = "CRC"
                 with m.Else():
                     m.d.comb += [out_valid.eq(~crc.busy),
-                                 out_byte.eq(buf_rd.data.word_select(lane, 8))]
+                                 out_byte.eq(buf_rd.data.word_select(lane[0], 8))]
                     with m.If(sent):
                         m.d.comb += [crc.byte.eq(out_byte), crc.feed.eq(1)]
                         next_byte()

@@ -1,6 +1,6 @@
 """On-chip system memory: an AXI4 slave and a host-bridge word port over one single-port RAM."""
 
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -94,16 +94,18 @@ class GenericRam(wiring.Component):
 class SystemMemory(wiring.Component):
     """System memory shared by an AXI4 master (the accelerator) and the host bridge.
 
-    One single-port RAM serves three requesters, granted round robin when the memory is
-    idle: an AXI4 read burst, an AXI4 write burst, or one bridge access. A burst holds the
-    memory until its last beat. Bursts are INCR or FIXED (WRAP is treated as INCR), with
-    narrow sizes and byte strobes. An address outside the memory reads as zero, drops the
-    write and answers DECERR.
+    One single-port RAM serves one transaction at a time: a bridge access when the bridge
+    asks (it asks for one word now and then), otherwise an AXI4 read or write burst, reads
+    and writes taking turns when both wait. A burst holds the memory until its last beat.
+    Bursts are INCR or FIXED (WRAP is treated as INCR), with narrow sizes and byte
+    strobes; as AXI4 requires, a burst stays within one 4 KiB page, so only the address
+    bits below the page boundary count up. An address outside the memory answers DECERR
+    (read data undefined) and drops the write.
 
     Timing: a read burst's first R beat comes two cycles after the AR handshake, then one
     beat per cycle while ``rready`` is high; a write burst takes one W beat per cycle from
     the cycle after the AW handshake and raises B the cycle after the last W beat; a
-    bridge access is acknowledged the cycle after it is granted.
+    bridge access is acknowledged the cycle after the memory takes it (at once when idle).
 
     Parameters
     ----------
@@ -155,99 +157,96 @@ class SystemMemory(wiring.Component):
         nbytes = self.data_width // 8
         lsb = nbytes.bit_length() - 1           # byte-offset bits within a row
         size_bits = self.size.bit_length() - 1
+        # a burst stays inside one 4 KiB page: only the address bits below the page (or
+        # below the memory's top, whichever is higher) ever change, and whether the bits
+        # above them are zero is decided once, at the address handshake
+        addr_bits = max(12, size_bits)
 
-        def row(addr):
-            return addr[lsb:size_bits]
+        def row(address):
+            return address[lsb:size_bits]
 
-        def in_range(addr):
-            return addr[size_bits:] == 0
-
-        addr = Signal(32)
+        addr = Signal(addr_bits)
+        high_ok = Signal()                      # address bits above addr_bits are zero
         beats = Signal(8)
-        size = Signal(3)
-        burst = Signal(2)
+        size = Signal(range(lsb + 1))
+        fixed = Signal()
         ident = Signal(self.id_width)
-        error = Signal()
-        step = Signal(32)
-        next_addr = Signal(32)
-        m.d.comb += [
-            step.eq(Const(1, 8) << size),
-            next_addr.eq(Mux(burst == BURST_FIXED, addr, addr + step)),
-        ]
+        error = Signal()                        # a write beat fell outside the memory
+        beat_ok = Signal()                      # the read beat on rdata is inside it
+        in_range = Signal()
+        m.d.comb += in_range.eq(high_ok & (addr[size_bits:] == 0))
+        # the next beat's address: + (1 << size) within the page, + 0 for FIXED
+        next_addr = Signal(addr_bits)
+        step = Mux(fixed, 0, Const(1, lsb + 1) << size)
+        m.d.comb += next_addr.eq(Cat((addr[:12] + step)[:12], addr[12:]))
 
-        # round-robin grant among the AXI read, AXI write and bridge requesters
-        READ, WRITE, BRIDGE = 0, 1, 2
+        # the bridge first (a word now and then), then AXI reads and writes in turn
         bridge = self.bridge
-        requests = {READ: self.s_axi_arvalid, WRITE: self.s_axi_awvalid, BRIDGE: bridge.valid}
-        last = Signal(2, init=BRIDGE)
-        pick = Signal(2)
-        picked = Signal()
-        with m.Switch(last):
-            for prev in (READ, WRITE, BRIDGE):
-                order = [(prev + k) % 3 for k in (1, 2, 3)]
-                with m.Case(prev):
-                    with m.If(requests[order[0]]):
-                        m.d.comb += [pick.eq(order[0]), picked.eq(1)]
-                    with m.Elif(requests[order[1]]):
-                        m.d.comb += [pick.eq(order[1]), picked.eq(1)]
-                    with m.Elif(requests[order[2]]):
-                        m.d.comb += [pick.eq(order[2]), picked.eq(1)]
+        write_turn = Signal()
+        take_read = Signal()
+        m.d.comb += take_read.eq(self.s_axi_arvalid & ~(self.s_axi_awvalid & write_turn))
 
-        # bridge port: 32-bit lanes of a 32- or 64-bit row
         lane = Signal(range(max(2, nbytes // 4)))
-        bridge_error = Signal()
         if nbytes > 4:
             m.d.comb += bridge.rdata.eq(ram.rdata.word_select(lane, 32))
         else:
             m.d.comb += bridge.rdata.eq(ram.rdata)
-        m.d.comb += bridge.error.eq(bridge_error)
 
         m.d.comb += [
             self.s_axi_bid.eq(ident), self.s_axi_rid.eq(ident),
             self.s_axi_bresp.eq(Mux(error, AXI_DECERR, AXI_OKAY)),
-            self.s_axi_rresp.eq(Mux(in_range(addr), AXI_OKAY, AXI_DECERR)),
-            self.s_axi_rdata.eq(Mux(in_range(addr), ram.rdata, 0)),
+            self.s_axi_rresp.eq(Mux(beat_ok, AXI_OKAY, AXI_DECERR)),
+            self.s_axi_rdata.eq(ram.rdata),
             self.s_axi_rlast.eq(beats == 0),
         ]
 
-        with m.FSM():
+        def read_beat():
+            m.d.comb += ram.re.eq(1)
+            m.d.sync += [beat_ok.eq(in_range), addr.eq(next_addr)]
+
+        with m.FSM() as fsm:
+            # address and data need no more than a 2:1 choice: only the enables depend on
+            # who is served
+            m.d.comb += [
+                ram.addr.eq(Mux(fsm.ongoing("IDLE"), row(bridge.addr), row(addr))),
+                ram.wdata.eq(Mux(fsm.ongoing("WRITE"), self.s_axi_wdata,
+                                 bridge.wdata.replicate(nbytes // 4))),
+            ]
             with m.State("IDLE"):
-                with m.If(picked):
-                    m.d.sync += last.eq(pick)
-                with m.If(picked & (pick == READ)):
-                    m.d.comb += self.s_axi_arready.eq(1)
-                    m.d.sync += [
-                        addr.eq(self.s_axi_araddr), beats.eq(self.s_axi_arlen),
-                        size.eq(self.s_axi_arsize), burst.eq(self.s_axi_arburst),
-                        ident.eq(self.s_axi_arid),
-                    ]
-                    m.next = "READ_ISSUE"
-                with m.If(picked & (pick == WRITE)):
-                    m.d.comb += self.s_axi_awready.eq(1)
-                    m.d.sync += [
-                        addr.eq(self.s_axi_awaddr), beats.eq(self.s_axi_awlen),
-                        size.eq(self.s_axi_awsize), burst.eq(self.s_axi_awburst),
-                        ident.eq(self.s_axi_awid), error.eq(0),
-                    ]
-                    m.next = "WRITE"
-                with m.If(picked & (pick == BRIDGE)):
-                    ok = in_range(bridge.addr)
+                with m.If(bridge.valid):
+                    ok = bridge.addr[size_bits:] == 0
                     sel = bridge.addr[2:lsb] if nbytes > 4 else Const(0, 1)
                     m.d.comb += [
-                        ram.addr.eq(row(bridge.addr)),
                         ram.re.eq(~bridge.we),
-                        ram.wdata.eq(bridge.wdata.replicate(nbytes // 4)),
                         ram.we.eq(Mux(bridge.we & ok, Const(0xF, nbytes) << (sel * 4), 0)),
                     ]
-                    m.d.sync += [lane.eq(sel), bridge_error.eq(~ok)]
+                    m.d.sync += [lane.eq(sel), bridge.error.eq(~ok)]
                     m.next = "BRIDGE_ACK"
+                with m.Elif(self.s_axi_arvalid | self.s_axi_awvalid):
+                    ar, aw = self.s_axi_araddr, self.s_axi_awaddr
+                    m.d.sync += [
+                        addr.eq(Mux(take_read, ar[:addr_bits], aw[:addr_bits])),
+                        high_ok.eq(Mux(take_read, ar[addr_bits:] == 0, aw[addr_bits:] == 0)),
+                        beats.eq(Mux(take_read, self.s_axi_arlen, self.s_axi_awlen)),
+                        size.eq(Mux(take_read, self.s_axi_arsize, self.s_axi_awsize)),
+                        fixed.eq(Mux(take_read, self.s_axi_arburst, self.s_axi_awburst)
+                                 == BURST_FIXED),
+                        ident.eq(Mux(take_read, self.s_axi_arid, self.s_axi_awid)),
+                        error.eq(0), write_turn.eq(take_read),
+                    ]
+                    with m.If(take_read):
+                        m.d.comb += self.s_axi_arready.eq(1)
+                        m.next = "READ_ISSUE"
+                    with m.Else():
+                        m.d.comb += self.s_axi_awready.eq(1)
+                        m.next = "WRITE"
 
             with m.State("BRIDGE_ACK"):
                 m.d.comb += bridge.ack.eq(1)
                 m.next = "IDLE"
 
             with m.State("READ_ISSUE"):
-                m.d.comb += [ram.addr.eq(row(addr)), ram.re.eq(1)]
+                read_beat()
                 m.next = "READ_DATA"
 
             with m.State("READ_DATA"):
@@ -256,21 +255,15 @@ class SystemMemory(wiring.Component):
                     with m.If(beats == 0):
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.comb += [ram.addr.eq(row(next_addr)), ram.re.eq(1)]
-                        m.d.sync += [addr.eq(next_addr), beats.eq(beats - 1)]
+                        read_beat()
+                        m.d.sync += beats.eq(beats - 1)
 
             with m.State("WRITE"):
                 m.d.comb += self.s_axi_wready.eq(1)
                 with m.If(self.s_axi_wvalid):
-                    m.d.comb += [
-                        ram.addr.eq(row(addr)),
-                        ram.wdata.eq(self.s_axi_wdata),
-                        ram.we.eq(Mux(in_range(addr), self.s_axi_wstrb, 0)),
-                    ]
-                    m.d.sync += [
-                        addr.eq(next_addr), beats.eq(beats - 1),
-                        error.eq(error | ~in_range(addr)),
-                    ]
+                    m.d.comb += ram.we.eq(Mux(in_range, self.s_axi_wstrb, 0))
+                    m.d.sync += [addr.eq(next_addr), beats.eq(beats - 1),
+                                 error.eq(error | ~in_range)]
                     with m.If(beats == 0):
                         m.next = "RESPOND"
 
@@ -279,4 +272,3 @@ class SystemMemory(wiring.Component):
                 with m.If(self.s_axi_bready):
                     m.next = "IDLE"
         return m
-

@@ -605,3 +605,31 @@ def test_bridge_checks_its_arguments():
     with pytest.raises(ValueError, match="Bridge bus_timeout must be an integer of at least 2, "
                                          "not 0"):
         Bridge(divisor=4, bus_timeout=0)
+
+
+def run_framing_errors(stop_bits):
+    """Bit-bang bytes into the bridge's RX line with the given stop bit values; return the
+    values of ``framing_errors`` seen after each byte."""
+    dut = Bridge(divisor=DIVISOR, timeout=FRAME_TIMEOUT)
+    seen = []
+
+    async def bench(ctx):
+        for stop in stop_bits:
+            for bit in [0, *((0x55 >> i) & 1 for i in range(8)), stop]:
+                ctx.set(dut.rx, bit)
+                await ctx.tick().repeat(DIVISOR)
+            ctx.set(dut.rx, 1)
+            await ctx.tick().repeat(3 * DIVISOR)
+            seen.append(ctx.get(dut.framing_errors))
+
+    sim = Simulator(dut)
+    sim.add_clock(PERIOD)
+    sim.add_testbench(bench)
+    sim.run()
+    return seen
+
+
+def test_framing_errors_toggle_bit_0():
+    """Each byte with a low stop bit toggles bit 0 (the board's link LED watches for a
+    change); good bytes leave it alone."""
+    assert run_framing_errors([0, 1, 0, 0, 1]) == [1, 1, 0, 1, 1]
