@@ -84,8 +84,8 @@ class Accumulator(wiring.Component):
     write accepted before ``t``: a client's read is not granted (``ready`` low) in a cycle
     in which a LOAD row is accepted or in which its own row is being committed, so rows
     are compared by address and never forwarded to a client. With the shared memory a
-    client's read is also not granted while ``array_w`` writes (its row comes through the
-    pipeline's old-row path, which is then free).
+    client's read is granted only in a cycle in which ``array_w`` writes nothing and no
+    row commits (its row comes back through the pipeline's old-row path, then idle).
 
     Addresses beyond the banks cannot occur (the address is exactly bank bit + row).
 
