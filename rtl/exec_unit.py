@@ -34,7 +34,10 @@ class ExecUnit(wiring.Component):
     accumulator's ``array_w`` port; a granted weight row goes into the array's shadow
     weights one cycle later. A cycle without a grant is a bubble. The cycle in which a
     MATMUL's last read is granted, the unit takes the next micro-op, so back-to-back
-    MATMULs stream with no idle cycle while the scratchpad grants every read.
+    MATMULs stream with no idle cycle while the scratchpad grants every read. The input
+    row count is as wide as the smaller of the scratchpad and the accumulator (the
+    decoder keeps a computing MATMUL's rows inside both), and one incrementer gives both
+    the next count and the last-row test.
 
     Weight tiles: a preload of MATMUL ``k`` fills the shadow weights while ``k`` streams
     and leaves a *pending* swap; the first computing MATMUL after it raises ``swap`` in its
@@ -117,7 +120,12 @@ class ExecUnit(wiring.Component):
 
         # -- the array and its feeds --------------------------------------------------------
         m.submodules.array = arr = WSArray(c, tag_bits=acc_aw + 1, multiplier=self.multiplier)
-        in_cnt = Signal(range(4097))          # input rows granted in this MATMUL
+        # input rows granted in this MATMUL: the decoder keeps a computing MATMUL's rows
+        # inside the scratchpad and the accumulator, so no more than the smaller one holds
+        in_cnt = Signal(range(min(c.sp_rows, c.acc_rows) + 1))
+        in_more = Signal()                    # input rows left (the decoder rejects a
+                                              # computing MATMUL of 0 rows)
+        in_next = Signal.like(in_cnt)         # input rows granted, this cycle's included
         wt_cnt = Signal(range(c.rows + 1))    # weight rows granted in this MATMUL
         first = Signal()                      # first issue cycle of this MATMUL
         pending = Signal()                    # the shadow weights hold a tile not yet swapped
@@ -206,7 +214,8 @@ class ExecUnit(wiring.Component):
             m.d.comb += self.uop.ready.eq(1)
             p = self.uop.p
             with m.If(self.uop.valid):
-                m.d.sync += [uop.eq(p), in_cnt.eq(0), wt_cnt.eq(0), v_cnt.eq(0)]
+                m.d.sync += [uop.eq(p), in_cnt.eq(0), wt_cnt.eq(0), v_cnt.eq(0),
+                             in_more.eq(p.body.matmul.compute)]
                 with m.Switch(p.opcode):
                     with m.Case(Opcode.MATMUL):
                         m.d.sync += first.eq(1)
@@ -227,10 +236,14 @@ class ExecUnit(wiring.Component):
                 accept()
             with m.State("MATMUL"):
                 m.d.comb += self.busy.eq(1)
-                in_more = mm.compute & (in_cnt != mm.n_rows)
+                # one incrementer for the count and the end test
+                m.d.comb += in_next.eq(in_cnt + in_go)
+                in_end = in_next == mm.n_rows[:len(in_cnt)]
+                with m.If(in_go):
+                    m.d.sync += in_more.eq(~in_end)
                 wt_more = mm.preload & (wt_cnt != c.rows)
                 m.d.comb += [self.sp_in.en.eq(in_more), self.sp_wt.en.eq(wt_more)]
-                m.d.sync += [in_cnt.eq(in_cnt + in_go), wt_cnt.eq(wt_cnt + wt_go),
+                m.d.sync += [in_cnt.eq(in_next), wt_cnt.eq(wt_cnt + wt_go),
                              first.eq(0)]
                 with m.If(first):
                     m.d.sync += swap.eq(pending & mm.compute)
@@ -238,7 +251,7 @@ class ExecUnit(wiring.Component):
                         m.d.sync += pending.eq(1)
                     with m.Elif(mm.compute):
                         m.d.sync += pending.eq(0)
-                in_last = ~in_more | (in_go & (in_cnt + 1 == mm.n_rows))
+                in_last = ~in_more | (in_go & in_end)
                 wt_last = ~wt_more | (wt_go & (wt_cnt + 1 == c.rows))
                 with m.If(in_last & wt_last):
                     m.d.comb += issued.eq(1)

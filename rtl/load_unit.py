@@ -42,11 +42,15 @@ def UnitSignature(queue):
 class LoadUnit(wiring.Component):
     """Executes the load queue.
 
-    A LOAD becomes one DMA :class:`~systolic.rtl.dma_read.LoadCmd`; every destination row
-    the read engine delivers is written in order to the scratchpad (the whole row, pads
-    included), the accumulator (``load_w``, waiting for ``ready``) or the parameter buffer.
-    The instruction completes (and pushes its token) when the DMA reported the end of the
-    command, the last row was written and ``LANDING_CYCLES`` passed.
+    A LOAD becomes one DMA :class:`~systolic.rtl.dma_read.LoadCmd`, offered straight from
+    the queue head: the micro-op is taken in the cycle the read engine takes the command,
+    and the unit keeps only what the rows need (the destination, a running row address
+    and the push flag). Every destination row the read engine then delivers is written in
+    order to the scratchpad (the whole row, pads included), the accumulator (``load_w``,
+    waiting for ``ready``) or the parameter buffer, at the next row address. The read
+    engine reports the end of the command after the last row's handshake; the
+    instruction completes (and pushes its token) ``LANDING_CYCLES + 1`` cycles after that
+    report, when its last write has landed.
 
     Parameters
     ----------
@@ -89,11 +93,12 @@ class LoadUnit(wiring.Component):
     def elaborate(self, platform):
         c = self.config
         m = Module()
-        uop = Signal(uop_layout(Queue.LOAD))
-        ld = uop.body.load
+        head = self.uop.p
+        ld = head.body.load
         pad_value = Signal(8, init=CONFIG_DEFAULTS[ConfigReg.PAD_VALUE] & 0xFF)
-        row = Signal(16)           # destination row offset written so far
-        done_seen = Signal()
+        addr = Signal(max(len(self.sp_w.addr), len(self.acc_w.addr), len(self.param_w.addr)))
+        dest = Signal(LoadDest)
+        push_next = Signal()
         done_error = Signal()
         wait = Signal(range(LANDING_CYCLES + 1))
 
@@ -101,80 +106,74 @@ class LoadUnit(wiring.Component):
             m.d.sync += pad_value.eq(CONFIG_DEFAULTS[ConfigReg.PAD_VALUE] & 0xFF)
 
         cols32 = 32 * c.cols
+        sp = ld.dest == LoadDest.SP
         m.d.comb += [
-            self.sp_w.addr.eq(ld.addr + row),
+            self.load_cmd.p.dram_addr.eq(ld.dram_addr),
+            self.load_cmd.p.stride.eq(ld.stride),
+            self.load_cmd.p.n_rows.eq(ld.n_rows),
+            self.load_cmd.p.pad_top.eq(ld.pad_top),
+            self.load_cmd.p.pad_bottom.eq(ld.pad_bottom),
+            self.load_cmd.p.length.eq(ld.length),
+            self.load_cmd.p.pad_left.eq(ld.pad_left),
+            self.load_cmd.p.elem_bytes.eq(Mux(sp, 1, 4)),
+            self.load_cmd.p.row_elems.eq(Mux(sp, c.sp_width, c.cols)),
+            self.load_cmd.p.pad_value.eq(pad_value),
+            self.sp_w.addr.eq(addr),
             self.sp_w.data.eq(self.load_rows.p.data[:8 * c.sp_width]),
             self.sp_w.be.eq((1 << c.sp_width) - 1),
-            self.acc_w.addr.eq(ld.addr + row),
+            self.acc_w.addr.eq(addr),
             self.acc_w.data.eq(self.load_rows.p.data[:cols32]),
-            self.param_w.addr.eq(ld.addr + row),
+            self.param_w.addr.eq(addr),
             self.param_w.data.eq(self.load_rows.p.data[:cols32]),
         ]
 
-        def finish():
-            m.d.comb += [self.push_next.eq(uop.push_next)]
-            m.next = "IDLE"
-
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.idle.eq(1), self.uop.ready.eq(1)]
+                m.d.comb += self.idle.eq(1)
                 with m.If(self.uop.valid):
-                    m.d.sync += uop.eq(self.uop.p)
-                    with m.Switch(self.uop.p.opcode):
+                    with m.Switch(head.opcode):
                         with m.Case(Opcode.LOAD):
-                            m.d.sync += [row.eq(0), done_seen.eq(0), done_error.eq(0)]
-                            m.next = "CMD"
+                            m.d.comb += [self.busy.eq(1), self.load_cmd.valid.eq(1),
+                                         self.uop.ready.eq(self.load_cmd.ready)]
+                            with m.If(self.load_cmd.ready):
+                                m.d.sync += [addr.eq(ld.addr), dest.eq(ld.dest),
+                                             push_next.eq(head.push_next)]
+                                m.next = "ROWS"
                         with m.Case(Opcode.CONFIG):
-                            m.d.sync += pad_value.eq(self.uop.p.body.config.value[:8])
+                            m.d.comb += self.uop.ready.eq(1)
+                            m.d.sync += [pad_value.eq(head.body.config.value[:8]),
+                                         push_next.eq(head.push_next)]
                             m.next = "RETIRE"
                         with m.Default():
+                            m.d.comb += self.uop.ready.eq(1)
+                            m.d.sync += push_next.eq(head.push_next)
                             m.next = "RETIRE"
             with m.State("RETIRE"):
-                finish()
-            with m.State("CMD"):
-                m.d.comb += self.busy.eq(1)
-                sp = ld.dest == LoadDest.SP
-                m.d.comb += [
-                    self.load_cmd.valid.eq(1),
-                    self.load_cmd.p.dram_addr.eq(ld.dram_addr),
-                    self.load_cmd.p.stride.eq(ld.stride),
-                    self.load_cmd.p.n_rows.eq(ld.n_rows),
-                    self.load_cmd.p.pad_top.eq(ld.pad_top),
-                    self.load_cmd.p.pad_bottom.eq(ld.pad_bottom),
-                    self.load_cmd.p.length.eq(ld.length),
-                    self.load_cmd.p.pad_left.eq(ld.pad_left),
-                    self.load_cmd.p.elem_bytes.eq(Mux(sp, 1, 4)),
-                    self.load_cmd.p.row_elems.eq(Mux(sp, c.sp_width, c.cols)),
-                    self.load_cmd.p.pad_value.eq(pad_value),
-                ]
-                with m.If(self.load_cmd.ready):
-                    m.next = "ROWS"
+                m.d.comb += self.push_next.eq(push_next)
+                m.next = "IDLE"
             with m.State("ROWS"):
-                m.d.comb += self.busy.eq(1)
-                m.d.comb += self.load_done.ready.eq(1)
+                m.d.comb += [self.busy.eq(1), self.load_done.ready.eq(1)]
+                with m.Switch(dest):
+                    with m.Case(LoadDest.SP):
+                        m.d.comb += [self.sp_w.en.eq(self.load_rows.valid),
+                                     self.load_rows.ready.eq(1)]
+                    with m.Case(LoadDest.ACC):
+                        m.d.comb += [self.acc_w.en.eq(self.load_rows.valid),
+                                     self.load_rows.ready.eq(self.acc_w.ready)]
+                    with m.Default():
+                        m.d.comb += [self.param_w.en.eq(self.load_rows.valid),
+                                     self.load_rows.ready.eq(1)]
+                with m.If(self.load_rows.valid & self.load_rows.ready):
+                    m.d.sync += addr.eq(addr + 1)
+                # the read engine reports the end after the last row's handshake
                 with m.If(self.load_done.valid):
-                    m.d.sync += [done_seen.eq(1), done_error.eq(self.load_done.p.error)]
-                all_rows = row == ld.n_rows
-                with m.If(~all_rows & self.load_rows.valid):
-                    with m.Switch(ld.dest):
-                        with m.Case(LoadDest.SP):
-                            m.d.comb += [self.sp_w.en.eq(1), self.load_rows.ready.eq(1)]
-                            m.d.sync += row.eq(row + 1)
-                        with m.Case(LoadDest.ACC):
-                            m.d.comb += [self.acc_w.en.eq(1),
-                                         self.load_rows.ready.eq(self.acc_w.ready)]
-                            with m.If(self.acc_w.ready):
-                                m.d.sync += row.eq(row + 1)
-                        with m.Default():
-                            m.d.comb += [self.param_w.en.eq(1), self.load_rows.ready.eq(1)]
-                            m.d.sync += row.eq(row + 1)
-                with m.If(all_rows & (done_seen | self.load_done.valid)):
-                    m.d.sync += wait.eq(LANDING_CYCLES)
+                    m.d.sync += [done_error.eq(self.load_done.p.error),
+                                 wait.eq(LANDING_CYCLES)]
                     m.next = "LAND"
             with m.State("LAND"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
-                    m.d.comb += self.error.eq(done_error)
-                    finish()
+                    m.d.comb += [self.error.eq(done_error), self.push_next.eq(push_next)]
+                    m.next = "IDLE"
         return m

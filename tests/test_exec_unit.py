@@ -276,8 +276,9 @@ def test_back_to_back_32_row_tiles_on_default():
 
 
 def test_bank_conflicts_stall_but_stay_correct():
-    """Inputs and weights in one bank: weight reads lose to input reads, the tiles wait
-    for their weights (bubbles), the results stay exact."""
+    """Inputs and weights in one bank (on icebreaker's shared scratchpad read path, any
+    two banks would do): weight reads lose to input reads, the tiles wait for their
+    weights (bubbles), the results stay exact."""
     config = preset("icebreaker")
     rng = np.random.default_rng(9)
     sp = random_sp(config, rng)
