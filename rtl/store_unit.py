@@ -50,21 +50,25 @@ class StoreUnit(wiring.Component):
     chunks of ``chunk_bytes(config)`` bytes to the write engine::
 
         read (acc_rd / sp_rd) -> hold (1 row) -> post-processing -> chunks -> store_rows
-                                               (accumulator rows)
 
     * Read: one source row is requested when the hold register is empty or is emptied in
       the same cycle, and no row is landing; a refused request is repeated. The row lands
       in the hold register the cycle after the grant and is offered from there the cycle
-      after (a row every 2 cycles at best).
-    * An accumulator row is held on ``pp_i`` until the post-processor takes it; each
-      output beat on ``pp_o`` is cut into chunks and taken with its last chunk. A
-      scratchpad row is cut into chunks from the hold register.
-    * Every chunk carries the row's system-memory address, which steps by the stride
-      when the row's last chunk is taken.
+      after (a row every 2 cycles at best). With one post-processing lane the next row
+      is read only once the last chunk of the previous one was taken.
+    * The held row goes to the post-processor on ``pp_i``: an accumulator row with the
+      STORE's settings, a scratchpad row (when ``sp_width <= 4 * lanes``) as an INT32
+      row of one beat, which the post-processor passes unchanged. Each output beat on
+      ``pp_o`` is cut into chunks (of the beat's first ``length`` bytes for a scratchpad
+      row) and taken with its last chunk. A wider scratchpad row is cut into chunks
+      straight from the hold register.
+    * Every chunk carries its system-memory address: the row's address, which steps by
+      the stride when the row's last chunk is taken, plus the bytes sent of the row.
 
-    A STORE ends when every row was handed over: the unit sends ``store_cmd``, waits for
-    ``store_done`` (the last B response has arrived) and completes, pushing its token, the
-    cycle after.
+    A STORE ends when every row was handed over: the unit raises ``store_cmd`` and
+    completes, pushing its token, in the cycle the write engine answers on
+    ``store_done`` (no B response owed). CONFIG and SYNC complete in the cycle they are
+    taken.
 
     CONFIG values are kept as narrow as the post-processor reads them: the multiplier in
     ``requant_bits - 1`` bits, the shift in 6, the activation in 2, the clamp bounds in
