@@ -1,12 +1,13 @@
 """Store queue unit: STORE (accumulator rows through post-processing, or scratchpad bytes)
 to system memory, CONFIG of the post-processing registers, and SYNC."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
 from systolic.isa import CONFIG_DEFAULTS, ConfigReg, Opcode, Queue, StoreSrc
+from systolic.numerics import OutType
 
 from .dma_write import StoreCmd, chunk_bytes, chunk_layout
 from .load_unit import UnitSignature
@@ -49,21 +50,25 @@ class StoreUnit(wiring.Component):
     chunks of ``chunk_bytes(config)`` bytes to the write engine::
 
         read (acc_rd / sp_rd) -> hold (1 row) -> post-processing -> chunks -> store_rows
-                                               (accumulator rows)
 
     * Read: one source row is requested when the hold register is empty or is emptied in
       the same cycle, and no row is landing; a refused request is repeated. The row lands
       in the hold register the cycle after the grant and is offered from there the cycle
-      after (a row every 2 cycles at best).
-    * An accumulator row is held on ``pp_i`` until the post-processor takes it; each
-      output beat on ``pp_o`` is cut into chunks and taken with its last chunk. A
-      scratchpad row is cut into chunks from the hold register.
-    * Every chunk carries the row's system-memory address, which steps by the stride
-      when the row's last chunk is taken.
+      after (a row every 2 cycles at best). With one post-processing lane the next row
+      is read only once the last chunk of the previous one was taken.
+    * The held row goes to the post-processor on ``pp_i``: an accumulator row with the
+      STORE's settings, a scratchpad row (when ``sp_width <= 4 * lanes``) as an INT32
+      row of one beat, which the post-processor passes unchanged. Each output beat on
+      ``pp_o`` is cut into chunks (of the beat's first ``length`` bytes for a scratchpad
+      row) and taken with its last chunk. A wider scratchpad row is cut into chunks
+      straight from the hold register.
+    * Every chunk carries its system-memory address: the row's address, which steps by
+      the stride when the row's last chunk is taken, plus the bytes sent of the row.
 
-    A STORE ends when every row was handed over: the unit sends ``store_cmd``, waits for
-    ``store_done`` (the last B response has arrived) and completes, pushing its token, the
-    cycle after.
+    A STORE ends when every row was handed over: the unit raises ``store_cmd`` and
+    completes, pushing its token, in the cycle the write engine answers on
+    ``store_done`` (no B response owed). CONFIG and SYNC complete in the cycle they are
+    taken.
 
     CONFIG values are kept as narrow as the post-processor reads them: the multiplier in
     ``requant_bits - 1`` bits, the shift in 6, the activation in 2, the clamp bounds in
@@ -179,11 +184,17 @@ class StoreUnit(wiring.Component):
         with m.Elif(taken):
             m.d.sync += hold_valid.eq(0)
 
-        # -- post-processing of accumulator rows ------------------------------------------------
+        # -- post-processing ----------------------------------------------------------------
+        # A scratchpad row that fits one output beat goes through the post-processor too,
+        # as an INT32 row (passed unchanged) of its bytes; a wider one is cut into chunks
+        # from the hold register.
+        via_pp = cfg.sp_width <= 4 * cfg.lanes
+        direct = Const(0) if via_pp else from_sp     # chunks from the hold register
+        sp_elems = -(-cfg.sp_width // 4)
         m.d.comb += [
-            self.pp_i.valid.eq(hold_valid & ~from_sp),
+            self.pp_i.valid.eq(hold_valid & ~direct),
             self.pp_i.p.row.eq(hold[:len(self.pp_i.p.row.as_value())]),
-            s.out_type.eq(out_type),
+            s.out_type.eq(Mux(from_sp, OutType.INT32, out_type)),
             s.activation.eq(reg[ConfigReg.ACTIVATION]),
             s.per_channel.eq(per_channel),
             s.param_addr.eq(param_addr),
@@ -192,18 +203,18 @@ class StoreUnit(wiring.Component):
             s.zero_point.eq(reg[ConfigReg.REQ_ZP]),
             s.clamp_lo.eq(reg[ConfigReg.CLAMP_LO]),
             s.clamp_hi.eq(reg[ConfigReg.CLAMP_HI]),
-            s.length.eq(length),
+            s.length.eq(Mux(from_sp, sp_elems, length)),
         ]
 
-        # -- chunks: a scratchpad row or a post-processor beat, C bytes at a time -------------
+        # -- chunks of a post-processor beat (or of a scratchpad row), C bytes at a time ------
         beat = self.pp_o.p
-        src_bytes = max(cfg.sp_width, len(beat.data) // 8)
+        src_bytes = len(beat.data) // 8 if via_pp else max(cfg.sp_width, len(beat.data) // 8)
         n_chunks = -(-src_bytes // C)
         src = Signal(8 * n_chunks * C)
         src_n = Signal(range(max(src_bytes, 4 * cfg.cols) + 1))
         m.d.comb += [
-            src.eq(Mux(from_sp, hold[:sp_bits], beat.data)),
-            src_n.eq(Mux(from_sp, length, beat.nbytes)),
+            src.eq(beat.data if via_pp else Mux(from_sp, hold[:sp_bits], beat.data)),
+            src_n.eq(Mux(from_sp, length, beat.nbytes)),   # a scratchpad row: its length
         ]
         boff = Signal(range(max(cfg.sp_width, 4 * cfg.cols)))   # bytes sent of the row
         k = Signal(range(max(n_chunks, 2)))     # chunk of the source
@@ -218,15 +229,15 @@ class StoreUnit(wiring.Component):
         row_end = final & (from_sp | beat.last)
         out = self.store_rows
         m.d.comb += [
-            out.valid.eq(running & Mux(from_sp, hold_valid, self.pp_o.valid)),
+            out.valid.eq(running & Mux(direct, hold_valid, self.pp_o.valid)),
             out.p.data.eq(src.word_select(k, 8 * C) if n_chunks > 1 else src),
             out.p.nbytes.eq(nbytes),
             out.p.addr.eq(dram_addr + boff),
         ]
         chunk_go = out.valid & out.ready
         m.d.comb += [
-            taken.eq(Mux(from_sp, chunk_go & final, self.pp_i.valid & self.pp_i.ready)),
-            self.pp_o.ready.eq(chunk_go & final & ~from_sp),
+            taken.eq(Mux(direct, chunk_go & final, self.pp_i.valid & self.pp_i.ready)),
+            self.pp_o.ready.eq(chunk_go & final & ~direct),
         ]
         with m.If(chunk_go):
             if C > 1:

@@ -263,9 +263,16 @@ SMALL = AcceleratorConfig(name="small", rows=2, cols=4, sp_depth=16, acc_depth=1
 WIDE = AcceleratorConfig(name="wide", rows=4, cols=8, sp_depth=16, acc_depth=16,
                          param_rows=4, axi_data_width=128, postproc_lanes=2)
 DEFAULT = preset("default").replace(sp_depth=16, acc_depth=16, param_rows=4)
+# Scratchpad rows wider than a post-processor beat: cut into chunks from the hold register.
+TALL = AcceleratorConfig(name="tall", rows=8, cols=4, sp_depth=16, acc_depth=16,
+                         param_rows=4, axi_data_width=32, postproc_lanes=1,
+                         requant_bits=16, vector_unit=False)
+TALL2 = AcceleratorConfig(name="tall2", rows=16, cols=2, sp_depth=16, acc_depth=16,
+                          param_rows=4, axi_data_width=32, postproc_lanes=2,
+                          vector_unit=False)
 
 
-@pytest.mark.parametrize("cfg", [DEFAULT, SMALL, WIDE], ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", [DEFAULT, SMALL, WIDE, TALL, TALL2], ids=lambda c: c.name)
 @pytest.mark.parametrize("pause", [0.0, 0.3])
 def test_random_stores_match_model(cfg, pause):
     rng = np.random.default_rng(cfg.cols * 7 + int(pause * 10))
