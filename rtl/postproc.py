@@ -397,7 +397,7 @@ class PostProcessor(wiring.Component):
         q = Signal(mbits)
         total = Signal(signed(33))
         pbit = total[0]
-        m.d.comb += total.eq(r + Mux(q[0], acc, 0))
+        m.d.comb += total.eq(r + Mux(q[0] | raw, acc, 0))
 
         # The tail, one bit of P per step: bits below s are dropped, the last of them
         # (bit s - 1) becomes the carry in, so the stream from bit s on is
@@ -406,7 +406,7 @@ class PostProcessor(wiring.Component):
         # j = t - s is made in step t, up to j = max(47 - s, 32), i.e. t = max(47, s + 32).
         # Bits 0..9 of z are kept; `ovf` records that a higher bit differed from bit 9
         # (z outside -512..511), and `zsign` is the last bit made (z's sign).
-        # An INT32 element makes one step with M = 1: R = acc >> 1 and bit 0 of acc in
+        # An INT32 element makes one step as if M were 1: R = acc >> 1 and bit 0 of acc in
         # zlow[9] form the output word; a byte element clears R at its end, so the
         # word's high bytes are 0 without a mask.
         t = Signal(range(SERIAL_ZERO_SHIFT + 34))
@@ -422,7 +422,7 @@ class PostProcessor(wiring.Component):
         done = raw | ((t >= SERIAL_MBITS + 32) & j[5])
 
         shift = Mux(st.per_channel, word[:6], st.shift)
-        multiplier = Mux(raw, 1, Mux(st.per_channel, word, st.multiplier))
+        multiplier = Mux(st.per_channel, word, st.multiplier)
         with m.FSM():
             with m.State("START"):
                 m.d.sync += [q.eq(multiplier), r.eq(0), t.eq(0), j.eq(0), carry.eq(0),
