@@ -59,7 +59,7 @@ def _block_synthesis(board, cwd, *, abc=True):
     synth = "synth_ice40 -dsp" if board.family == "ice40" else "synth_ecp5"
     if not abc:   # synth_ecp5 has no -noabc: there, the older ABC flow instead of ABC9
         synth += " -noabc9 -noabc" if board.family == "ice40" else " -noabc9"
-    script = (f"read_rtlil {TOP}.il; {synth} -noflatten -top {TOP}; "
+    script = (f"read_rtlil {TOP}.il; rename -hide w:*]; {synth} -noflatten -top {TOP}; "
               f"tee -q -o blocks.json stat -json")
     return subprocess.Popen([os.environ["YOSYS"], "-q", "-p", script], cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -88,9 +88,12 @@ def time_block(name, component, board, target_mhz, folder):
     (folder / "block.il").write_text(rtlil.convert(component, name="block", emit_src=False))
     row = {"block": name}
     start = time.monotonic()
+    # ``rename -hide w:*]``: Amaranth names a wire per element of an array-shaped port
+    # (``x[0]``), and ABC9 reintegration creates per-bit wires under the same names when
+    # such a port is a plain feedthrough (a Yosys assertion); hidden names avoid the clash.
     result = subprocess.run(
         [os.environ["YOSYS"], "-q", "-l", "synth.log", "-p",
-         f"read_rtlil block.il; {synth} -top block -json block.json; "
+         f"read_rtlil block.il; rename -hide w:*]; {synth} -top block -json block.json; "
          f"tee -q -o stat.json stat -json"],
         cwd=folder, capture_output=True, text=True)
     if result.returncode:
