@@ -23,7 +23,13 @@ from systolic.config import PRESETS
 from systolic.config import preset as named_preset
 
 from .boards import BOARDS
-from .report import block_table, parse_nextpnr_report, parse_yosys_stat, print_report
+from .report import (
+    block_table,
+    parse_nextpnr_log,
+    parse_nextpnr_report,
+    parse_yosys_stat,
+    print_report,
+)
 
 __all__ = ["NO_ACCELERATOR", "build_board", "fpga_arguments", "fpga_command", "REPORT_DIR"]
 
@@ -183,6 +189,11 @@ def build_board(board, preset=None, out_dir="build/fpga", progress=True, *, targ
     report["placed"] = pnr_path.exists()
     if pnr_path.exists():
         report.update(parse_nextpnr_report(json.loads(pnr_path.read_text()), b.family))
+    log_path = build_dir / f"{TOP}.tim"
+    if log_path.exists():
+        report.update(parse_nextpnr_log(log_path.read_text(errors="replace"), b.family))
+    if "luts" not in report and "packed_luts" in report:   # packed but not placed
+        report["luts"] = report["packed_luts"]
     for key in ("luts", "ffs", "dsps", "brams", "sprams"):
         if key not in report and f"synth_{key}" in report:   # not placed: Yosys' count
             report[key] = report[f"synth_{key}"]

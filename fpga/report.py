@@ -80,6 +80,29 @@ def parse_nextpnr_report(report, family):
     return out
 
 
+_PACKED = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}
+
+
+def parse_nextpnr_log(text, family):
+    """Logic cells the packed design needs, from nextpnr's log (``top.tim``).
+
+    nextpnr prints the device utilisation after packing, before placement, so the figure
+    exists even when placement fails. On the iCE40 a logic cell holds one LUT4 and one
+    flip-flop whose input is that LUT's only load: a flip-flop loaded from another
+    flip-flop, a memory or a shared LUT takes a cell of its own, so this count (not the
+    synthesized LUTs) decides whether the design fits. Returns ``{"packed_luts": n}`` or
+    ``{}`` when the log has no such line.
+    """
+    name = _PACKED[family]
+    for line in text.splitlines():
+        words = line.replace("/", " ").split()   # "Info:  ICESTORM_LC:  7135/  5280  135%"
+        if name + ":" in words:
+            used = words[words.index(name + ":") + 1:][:1]
+            if used and used[0].isdigit():
+                return {"packed_luts": int(used[0])}
+    return {}
+
+
 def block_of(module):
     """The block a module (hierarchical name such as ``top.system.bridge.uart_rx``)
     belongs to, or ``other``."""

@@ -15,6 +15,7 @@ from systolic.fpga.report import (
     block_of,
     block_table,
     check_report,
+    parse_nextpnr_log,
     parse_nextpnr_report,
 )
 
@@ -152,3 +153,16 @@ def test_command_line_arguments():
         ("build", "ulx3s", None, 62.5, 1_000_000)
     with pytest.raises(SystemExit):
         parser.parse_args(["build", "--board", "arty"])
+
+
+def test_packed_cells_come_from_the_log_even_without_placement():
+    log = ("Info: Packing LUT-FFs..\nInfo: Device utilisation:\n"
+           "Info: \t         ICESTORM_LC:    7135/   5280   135%\n"
+           "Info: \t        ICESTORM_RAM:      19/     30    63%\n"
+           "ERROR: Unable to place cell 'x', no BELs remaining\n")
+    assert parse_nextpnr_log(log, "ice40") == {"packed_luts": 7135}
+    assert parse_nextpnr_log(log.replace("ICESTORM_LC", "TRELLIS_COMB"), "ecp5") == {
+        "packed_luts": 7135}
+    assert parse_nextpnr_log("Info: nothing packed\n", "ice40") == {}
+    with pytest.raises(AssertionError, match="7135 LUTs exceed 4752"):
+        check_report({**GOOD, "luts": parse_nextpnr_log(log, "ice40")["packed_luts"]})
