@@ -246,7 +246,7 @@ PRESETS = {
     ),
     "default": AcceleratorConfig(name="default"),
     "icebreaker": AcceleratorConfig(
-        name="icebreaker", rows=4, cols=4, sp_depth=256, acc_depth=128, param_rows=4,
+        name="icebreaker", rows=4, cols=4, sp_depth=256, acc_depth=128, param_rows=2,
         axi_data_width=32, postproc_lanes=1, requant_bits=16, vector_unit=False,
         load_queue_depth=2, exec_queue_depth=2, store_queue_depth=2, perf_counters=False,
     ),

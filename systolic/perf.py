@@ -25,11 +25,12 @@ start and a completion time:
             ceil(length / lanes)) + ``store_overhead``; with the
             serial post-processor (one lane, 16-bit M) the last term
             is length x its cycles per element for the REQ_SHIFT in
-            force (the longest shift's for per-channel rows, 2 for
+            force (the longest shift's for per-channel rows, 3 for
             int32)
   MATMUL    max(n_rows, rows if preloading), or n_rows + rows when the  array latency +
-            weights share the inputs' scratchpad bank (the input read   ``landing``
-            wins every cycle, the weight reads come after)
+            weights share the inputs' scratchpad bank or the array has  ``landing``
+            at most 4 rows (one scratchpad read per cycle: the input
+            reads win, the weight reads come after)
   VECTOR    n_rows x ``vector_row`` (+ ``vector_bank`` when both         ``landing``
             operands are in one accumulator bank) + ``vector_overhead``
   CONFIG,   1                                                          -
@@ -187,9 +188,9 @@ def _serial_element_cycles(c, i, shift):
     """Cycles per element of the serial post-processor (one lane, 16-bit M), or None."""
     if not (c.lanes == 1 and c.requant_bits == 16) or i.src == StoreSrc.SP.value:
         return None
-    if OutType(i.out_type) is OutType.INT32:
-        return 2
     from .rtl.postproc import SERIAL_ZERO_SHIFT, PostProcessor
+    if OutType(i.out_type) is OutType.INT32:
+        return PostProcessor.serial_cycles(0, raw=True)[0]
     if i.per_channel:
         return max(PostProcessor.serial_cycles(s)[0] for s in range(SERIAL_ZERO_SHIFT + 1))
     return PostProcessor.serial_cycles(shift)[0]
@@ -222,8 +223,10 @@ def _timing(c, p, i, lat_array, shift=0):
         rows = max(i.n_rows * p.store_row, i.n_rows * per_row, beats)
         return rows + p.store_overhead, p.store_tail, 0, i.n_rows * nb
     if op is Opcode.MATMUL:
+        from .rtl.scratchpad import shared_read_path  # one scratchpad read per cycle
         n = i.n_rows if i.compute else 0
-        if i.preload and n and i.w_addr // c.sp_depth == i.a_addr // c.sp_depth:
+        if i.preload and n and (shared_read_path(c)
+                                or i.w_addr // c.sp_depth == i.a_addr // c.sp_depth):
             busy = n + c.rows
         else:
             busy = max(n, c.rows if i.preload else 0)
