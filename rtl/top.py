@@ -190,9 +190,11 @@ class Accelerator(wiring.Component):
             bus.arvalid.eq(core.bus.arvalid & gate), core.bus.arready.eq(bus.arready & gate),
             bus.awvalid.eq(core.bus.awvalid & gate), core.bus.awready.eq(bus.awready & gate),
         ]
-        reads = Signal(16)    # accepted AR bursts without their last R beat
-        writes = Signal(16)   # accepted AW bursts without their B response
-        wbursts = Signal(16)  # accepted AW bursts without their last W beat
+        # The DMA keeps at most `max_outstanding_reads` (<= 16) read bursts and 15 B
+        # responses in flight, so 6-bit counters hold every count.
+        reads = Signal(6)     # accepted AR bursts without their last R beat
+        writes = Signal(6)    # accepted AW bursts without their B response
+        wbursts = Signal(6)   # accepted AW bursts without their last W beat
         m.d.sync += [
             reads.eq(reads + (bus.arvalid & bus.arready) - (bus.rvalid & bus.rready & bus.rlast)),
             writes.eq(writes + (bus.awvalid & bus.awready) - (bus.bvalid & bus.bready)),
