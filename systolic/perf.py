@@ -18,6 +18,7 @@ start and a completion time:
   opcode    busy                                                       completion adds
   ========  =========================================================  ================
   LOAD      one cycle per destination row, or its AXI beats if more     ``load_tail``
+            (on a 32-bit bus 1 + its bytes: one byte placed per cycle)
             (each row's own beats: rows are not merged into bursts; a
             stride-0 broadcast reads its row again every time)
             + ``load_overhead``
@@ -206,6 +207,8 @@ def _timing(c, p, i, lat_array, shift=0):
         m = i.n_rows - i.pad_top - i.pad_bottom
         beats, bursts = _row_beats(i.dram_addr, i.stride, m, i.length * eb, axi)
         nread = m * i.length * eb if m > 0 else 0
+        if axi == 4:   # the 32-bit read engine places one byte per cycle
+            beats = max(m, 0) * (1 + i.length * eb)
         transfer = max(beats + i.n_rows - max(m, 0), i.n_rows,
                        bursts * p.read_latency / c.max_outstanding_reads)
         first = p.read_latency if beats else 0
