@@ -349,24 +349,36 @@ class Controller(wiring.Component):
         # the buffer stores it as 4 segments of 30 bits (two iCE40 block RAMs).
         segments = 4 if c.axi_data_width == 32 else 1
         m.submodules.ibuf = ibuf = _FetchBuffer(WORD_KEPT + 2, FETCH_BUFFER, segments)
-        left = Signal(32)             # words not yet requested
+        # Commands ask for FETCH_CHUNK words until fewer are left, then for the rest.
+        chunk_bits = exact_log2(FETCH_CHUNK)
+        chunks = Signal(32 - chunk_bits)   # whole chunks requested
+        tail_sent = Signal()               # the last, partial chunk requested
+        whole = Signal()                   # every whole chunk requested
+        tail = self.prog_len[:chunk_bits]
+        requested = Signal()               # every word requested
+        m.d.comb += [whole.eq(chunks == self.prog_len[chunk_bits:]),
+                     requested.eq(whole & (tail_sent | (tail == 0)))]
         shift = exact_log2(INSTR_BYTES)
-        fetch_addr = Signal(32 - shift)   # word address of the next request
+        base = Signal(32 - shift)          # word address of the program
         in_flight = Signal(range(FETCH_BUFFER + 1))
         fetching = Signal()
         free = Signal(range(FETCH_BUFFER + 1))
         m.d.comb += free.eq(FETCH_BUFFER - ibuf.level - in_flight)
         count = Signal(range(FETCH_CHUNK + 1))
-        m.d.comb += count.eq(Mux(left[2:] == 0, left[:3], FETCH_CHUNK))
+        m.d.comb += count.eq(Mux(whole, tail, FETCH_CHUNK))
         m.d.comb += [
-            self.fetch_cmd.valid.eq(running & ~stopping & ~fetching & (left != 0)
+            self.fetch_cmd.valid.eq(running & ~stopping & ~fetching & ~requested
                                     & (free >= FETCH_CHUNK)),
-            self.fetch_cmd.p.addr.eq(Cat(Const(0, shift), fetch_addr)),
+            self.fetch_cmd.p.addr.eq(Cat(Const(0, shift), base[:chunk_bits],
+                                         base[chunk_bits:] + chunks)),
             self.fetch_cmd.p.count.eq(count),
         ]
         with m.If(self.fetch_cmd.valid & self.fetch_cmd.ready):
-            m.d.sync += [fetching.eq(1), left.eq(left - count),
-                         fetch_addr.eq(fetch_addr + count)]
+            m.d.sync += fetching.eq(1)
+            with m.If(whole):
+                m.d.sync += tail_sent.eq(1)
+            with m.Else():
+                m.d.sync += chunks.eq(chunks + 1)
         # words of a stopped program still arriving are dropped
         keep = running & ~stopping
         m.d.comb += [
@@ -451,7 +463,7 @@ class Controller(wiring.Component):
             with m.Else():
                 m.d.comb += self.stall_fetch.eq(1)
         # every word requested, arrived and dispatched: index is PROG_LEN
-        with m.If(running & ~stopping & (ibuf.level == 0) & (left == 0) & ~fetching):
+        with m.If(running & ~stopping & (ibuf.level == 0) & requested & ~fetching):
             report(ErrorCode.PROGRAM_END, index)
             m.d.sync += stopping.eq(1)
         # instructions retire at dispatch (in program order, at most one per cycle)
@@ -518,7 +530,7 @@ class Controller(wiring.Component):
             m.d.comb += ibuf.clear.eq(1)
             m.d.sync += [running.eq(1), stopping.eq(0), err_valid.eq(0), index.eq(0),
                          err_code.eq(ErrorCode.NONE), err_index.eq(0),
-                         left.eq(self.prog_len), fetch_addr.eq(self.prog_addr[shift:])]
+                         chunks.eq(0), tail_sent.eq(0), base.eq(self.prog_addr[shift:])]
             m.d.sync += [t.eq(0) for t in dec_tokens.values()]
             m.d.sync += [t.eq(0) for t in tokens.values()]
         return m
