@@ -5,6 +5,7 @@ quantized with onnxruntime's ``quantize_static``: the path a user takes with a r
 float ONNX models and their QOperator and QDQ quantized versions, and returns their paths.
 """
 
+import fcntl
 import json
 import logging
 from dataclasses import dataclass
@@ -224,9 +225,22 @@ class ZooModel:
 
 
 def build_models(out_dir, *, names=("mlp", "cnn")):
-    """Train (or reuse) the zoo under ``out_dir``; returns ``{name: ZooModel}``."""
+    """Train (or reuse) the zoo under ``out_dir``; returns ``{name: ZooModel}``.
+
+    Safe to call from several processes at once (parallel test workers): they take turns
+    on a lock file in ``out_dir``, so the quantizer's temporary files never clash.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _build_models(out_dir, names)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_models(out_dir, names):
     x_train, y_train, x_test, y_test = digits_split()
     calibration = x_train[:200]
     models = {}

@@ -49,10 +49,11 @@ def test_icebreaker_link_bitstream(tmp_path):
 @pytest.mark.fpga
 @pytest.mark.xdist_group("fpga-icebreaker")
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "not met yet: the icebreaker-preset system needs about 8.7k of the UP5K's 5,280 LUT4 "
-    "and 36 of its 30 EBR (8 of 8 SB_MAC16); controller with load/store units ~4.2k, DMA "
-    "~1.6k, bridge ~1.3k, accumulator ~1.1k LUTs unmapped by ABC; see "
-    "build/reports/fpga-icebreaker.json"))
+    "not met yet: the icebreaker-preset system packs into about 6.5k of the UP5K's 5,280 "
+    "logic cells (4.4k LUT4 and 2.9k flip-flops, of which about 2k have no LUT of their "
+    "own); block RAMs (19 of 30) and SB_MAC16 (8 of 8) fit; controller with load/store "
+    "units ~1.4k LUTs, bridge and memory ~0.8k, DMA ~0.6k, array ~0.6k, accumulator "
+    "~0.55k; see build/reports/fpga-icebreaker.json"))
 def test_icebreaker_accelerator_fits():
     """The full iCEBreaker top (accelerator, bridge, SPRAM memory) fits with 10% margin and
     closes timing; the per-block table names what is too big."""
