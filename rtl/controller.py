@@ -93,7 +93,9 @@ def stored_bits(config, queue):
 class _Fifo(Elaboratable):
     """First-word-fall-through FIFO with the timing of ``amaranth.lib.fifo.SyncFIFOBuffered``
     (``depth - 1`` entries behind a registered head; ``w_rdy`` while those are not all
-    used; a word written into an empty FIFO is at the head two cycles later).
+    used; a word written into an empty FIFO is at the head two cycles later). Depth 1 is
+    the head register alone: written only while empty, the word is at the head the next
+    cycle, and the FIFO takes a word at most every other cycle.
 
     With ``memory`` the entries are a memory whose read/write collisions need no care (a
     full FIFO is not written, an empty one not read), so an FPGA block RAM holds them
@@ -105,8 +107,9 @@ class _Fifo(Elaboratable):
     """
 
     def __init__(self, width, depth, *, memory=False, clear=()):
-        if not isinstance(depth, int) or depth < 2:
-            raise ValueError(f"FIFO depth must be an integer of at least 2, not {depth!r}")
+        if not isinstance(depth, int) or depth < (2 if memory else 1):
+            raise ValueError(f"FIFO depth must be an integer of at least "
+                             f"{2 if memory else 1}, not {depth!r}")
         self.width, self.depth, self.memory, self.clear = width, depth, memory, clear
         self.w_data = Signal(width)
         self.w_en = Signal()
@@ -118,6 +121,16 @@ class _Fifo(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
+        if self.depth == 1:
+            m.d.comb += [self.w_rdy.eq(~self.r_rdy), self.level.eq(self.r_rdy)]
+            with m.If(self.w_en):
+                m.d.sync += [self.r_data.eq(self.w_data), self.r_rdy.eq(1)]
+                for positions, keep in self.clear:
+                    with m.If(~keep):
+                        m.d.sync += [self.r_data[p].eq(0) for p in positions]
+            with m.Elif(self.r_en):
+                m.d.sync += self.r_rdy.eq(0)
+            return m
         inner = self.depth - 1
         inner_level = Signal(range(inner + 1))
         produce = Signal(range(inner))

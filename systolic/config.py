@@ -127,9 +127,9 @@ class AcceleratorConfig:
         if type(self.axi_addr_width) is not int or self.axi_addr_width != 32:
             fail("axi_addr_width", self.axi_addr_width, "must be 32")
         check_int("axi_id_width", 1, 8)
-        check_int("load_queue_depth", 2, 64)
-        check_int("exec_queue_depth", 2, 64)
-        check_int("store_queue_depth", 2, 64)
+        check_int("load_queue_depth", 1, 64)
+        check_int("exec_queue_depth", 1, 64)
+        check_int("store_queue_depth", 1, 64)
         check_int("max_outstanding_reads", 4, 16)
         check_bool("vector_unit")
         if self.postproc_lanes is not None:
@@ -248,7 +248,7 @@ PRESETS = {
     "icebreaker": AcceleratorConfig(
         name="icebreaker", rows=4, cols=4, sp_depth=256, acc_depth=128, param_rows=2,
         axi_data_width=32, postproc_lanes=1, requant_bits=16, vector_unit=False,
-        load_queue_depth=2, exec_queue_depth=2, store_queue_depth=2, perf_counters=False,
+        load_queue_depth=1, exec_queue_depth=1, store_queue_depth=1, perf_counters=False,
     ),
     "ulx3s": AcceleratorConfig(
         name="ulx3s", rows=8, cols=8, sp_depth=1024, acc_depth=256, axi_data_width=32,

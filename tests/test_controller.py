@@ -182,3 +182,84 @@ def test_fetch_word_held_while_its_segments_are_written():
     assert state["instret"] == len(words)
     code, index = state["done"]
     assert (ErrorCode(code), index) == (ErrorCode.NONE, 0)
+
+
+def _fifo_trace(depth, pushes, pop_every):
+    """Drive a ``_Fifo`` of ``depth`` with the words ``pushes`` (written whenever
+    ``w_rdy``) while a reader pops the head every ``pop_every`` cycles; returns the
+    words read and the cycles of each write."""
+    from amaranth.hdl import Signal
+    from amaranth.sim import Simulator
+
+    from systolic.rtl.controller import _Fifo
+
+    fifo_keep = Signal()
+    fifo = _Fifo(8, depth, clear=[([7], fifo_keep)])
+    sim = Simulator(fifo)
+    sim.add_clock(1e-6)
+    out = {"read": [], "writes": [], "max_level": 0}
+
+    async def bench(ctx):
+        todo = list(pushes)
+        ctx.set(fifo_keep, 1)
+        for cycle in range(8 * len(pushes) * pop_every + 8):
+            write = bool(todo) and ctx.get(fifo.w_rdy)
+            ctx.set(fifo.w_en, write)
+            if write:
+                ctx.set(fifo.w_data, todo[0])
+            pop = ctx.get(fifo.r_rdy) and cycle % pop_every == 0
+            ctx.set(fifo.r_en, pop)
+            if pop:
+                out["read"].append(ctx.get(fifo.r_data))
+            out["max_level"] = max(out["max_level"], ctx.get(fifo.level))
+            await ctx.tick()
+            if write:
+                out["writes"].append(cycle)
+                todo.pop(0)
+
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+def test_queue_of_depth_one_is_the_head_register_alone():
+    words = [0x11, 0x22, 0x33, 0x44, 0x55]
+    for depth in (1, 2, 3):
+        for pop_every in (1, 3):
+            out = _fifo_trace(depth, words, pop_every)
+            assert out["read"] == words, (depth, pop_every)
+            assert out["max_level"] <= depth
+    one = _fifo_trace(1, words, 1)
+    # written only while empty: a word every other cycle when the reader takes each at once
+    w = one["writes"]
+    assert [w[i + 1] - w[i] for i in range(len(w) - 1)] == [2] * 4
+    assert one["max_level"] == 1
+
+
+def test_queue_of_depth_one_clears_the_listed_bits_unless_kept():
+    from amaranth.hdl import Signal
+    from amaranth.sim import Simulator
+
+    from systolic.rtl.controller import _Fifo
+
+    keep = Signal()
+    fifo = _Fifo(8, 1, clear=[([0, 7], keep)])
+    sim = Simulator(fifo)
+    sim.add_clock(1e-6)
+    seen = []
+
+    async def bench(ctx):
+        for k in (0, 1):
+            ctx.set(keep, k)
+            ctx.set(fifo.w_data, 0xFF)
+            ctx.set(fifo.w_en, 1)
+            await ctx.tick()
+            ctx.set(fifo.w_en, 0)
+            seen.append(ctx.get(fifo.r_data))
+            ctx.set(fifo.r_en, 1)
+            await ctx.tick()
+            ctx.set(fifo.r_en, 0)
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [0x7E, 0xFF]
