@@ -333,7 +333,7 @@ def _perf_run(cycles, seed, corrupt=None):
     """Random events for ``cycles`` cycles with counter reads while counting; every read
     is compared with the count of events before its address handshake."""
     rng = random.Random(seed)
-    dut = CsrBlock(config=preset("icebreaker"))
+    dut = CsrBlock(config=preset("icebreaker").replace(perf_counters=True))
     count = dict.fromkeys(PERF_REGS, 0)
     snapshots = []
     waits = [0]
