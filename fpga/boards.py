@@ -439,5 +439,5 @@ BOARDS = {
     "icebreaker": Board("icebreaker", ICEBreakerTop, "ICEBreakerPlatform", "iCE40UP5K-SG48",
                         "icebreaker", 12.0, "ice40", 5280, 8, 30),
     "ulx3s": Board("ulx3s", ULX3STop, "ULX3S_85F_Platform", "LFE5U-85F-6BG381C",
-                   "ulx3s", 50.0, "ecp5", 83640, 156, 208),
+                   "ulx3s", 40.0, "ecp5", 83640, 156, 208),
 }

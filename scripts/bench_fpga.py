@@ -78,8 +78,11 @@ def summarize(report):
     placed = report.get("placed", False)
 
     def pick(key):
-        return report.get(key) if placed and report.get(key) is not None else \
-            report.get(f"synth_{key}")
+        if placed and report.get(key) is not None:
+            return report[key]
+        if key == "luts" and report.get("packed_luts") is not None:
+            return report["packed_luts"]   # not placed: the cells the packed design needs
+        return report.get(f"synth_{key}")
 
     ff_site = util.get(_FF_SITES[family], {})
     resources = {
