@@ -320,12 +320,22 @@ class ReadEngine(wiring.Component):
         return SimpleNamespace(buf=buf, free=free, finish=finish, fetch=fetch, last=last,
                                error=error)
 
-    def _errors(self, m, d, take, end_word, end_row, out):
-        """Error flags: a fetch word's, and a LOAD's over all its rows.
+    def _finish(self, m, d, queue, win, out, *, take, end_word, end_row, burst_end):
+        """What both mergers do at the end of a word or row: the finish strobe and its
+        flags, the descriptor queue's pop, the LOAD's end, and the error flags (a fetch
+        word's, and a LOAD's over all its rows).
 
         ``take``: an R beat is taken; ``end_word``: it ends a fetch word; ``end_row``: a
-        LOAD row finishes (with or without that beat).
+        LOAD row finishes (with or without that beat); ``burst_end``: the head
+        descriptor's burst ends its span.
         """
+        m.d.comb += [
+            out.finish.eq(end_word | end_row),
+            out.fetch.eq(d.fetch),
+            out.last.eq(d.last & (~d.fetch | burst_end)),
+            queue.r_en.eq((take & self.bus.rlast) | (end_row & ~d.mem)),
+            win["load_end"].eq(end_row & d.last),
+        ]
         cmd_err = Signal()
         word_err = Signal()
         beat_err = take & self.bus.rresp[1]
@@ -394,14 +404,8 @@ class ReadEngine(wiring.Component):
 
         with m.If(end_row | end_word):
             m.d.sync += [first.eq(1), idx.eq(0), lane.eq(0)]
-        self._errors(m, d, take, end_word, end_row, out)
-        m.d.comb += [
-            out.finish.eq(end_word | end_row),
-            out.fetch.eq(d.fetch),
-            out.last.eq(d.last & (~d.fetch | burst_end)),
-            queue.r_en.eq((take & bus.rlast) | (end_row & ~d.mem)),
-            win["load_end"].eq(end_row & d.last),
-        ]
+        self._finish(m, d, queue, win, out, take=take, end_word=end_word, end_row=end_row,
+                     burst_end=burst_end)
 
     def _wide_merger(self, m, B, lg, width, d, queue, span_end, win, out):
         """Beat-wide merger: places one R beat per cycle into the row register."""
@@ -465,11 +469,5 @@ class ReadEngine(wiring.Component):
         m.d.comb += bus.rready.eq(out.free & queue.r_rdy & d.mem)
         with m.If(end_word | end_row):
             m.d.sync += first.eq(1)
-        self._errors(m, d, take, end_word, end_row, out)
-        m.d.comb += [
-            out.finish.eq(end_word | end_row),
-            out.fetch.eq(d.fetch),
-            out.last.eq(d.last & (~d.fetch | burst_end)),
-            queue.r_en.eq((take & bus.rlast) | (end_row & ~d.mem)),
-            win["load_end"].eq(end_row & d.last),
-        ]
+        self._finish(m, d, queue, win, out, take=take, end_word=end_word, end_row=end_row,
+                     burst_end=burst_end)

@@ -88,12 +88,10 @@ def split_ref(addr, beats, B):
     return out
 
 
-@pytest.mark.parametrize("B", [4, 8, 16])
-def test_burst_splitter(B):
-    rng = random.Random(B)
-    spans = [(0xFFC, 3), (0x1000, 1), (0, 0), (0x12345, 700), (0x7FF8, 2)]
-    spans += [(rng.randrange(1 << 20), rng.randint(0, 600)) for _ in range(30)]
-    dut = BurstSplitter(bus_bytes=B, beats_width=12)
+def _split(B, beats_width, spans, rng, pause):
+    """Bursts the splitter makes of ``spans`` (a random 70 % ready on its output, and with
+    ``pause`` up to one idle cycle between spans) and the reference's."""
+    dut = BurstSplitter(bus_bytes=B, beats_width=beats_width)
     expected = [b for s in spans for b in split_ref(*s, B)]
     got = []
 
@@ -104,7 +102,7 @@ def test_burst_splitter(B):
             ctx.set(dut.spans.valid, 1)
             await ctx.tick().until(dut.spans.ready)
             ctx.set(dut.spans.valid, 0)
-            for _ in range(rng.randint(0, 1)):
+            for _ in range(rng.randint(0, 1) if pause else 0):
                 await ctx.tick()
 
     async def drain(ctx):
@@ -123,6 +121,27 @@ def test_burst_splitter(B):
     sim.add_testbench(feed)
     sim.add_testbench(drain)
     sim.run()
+    return got, expected
+
+
+@pytest.mark.parametrize("B", [4, 8, 16])
+def test_burst_splitter(B):
+    rng = random.Random(B)
+    spans = [(0xFFC, 3), (0x1000, 1), (0, 0), (0x12345, 700), (0x7FF8, 2)]
+    spans += [(rng.randrange(1 << 20), rng.randint(0, 600)) for _ in range(30)]
+    got, expected = _split(B, 12, spans, rng, pause=True)
+    assert got == expected
+
+
+@pytest.mark.parametrize("B,beats_width", [(4, 1), (4, 3), (8, 7), (16, 8), (4, 9),
+                                           (4, 18), (128, 5)])
+def test_burst_splitter_narrow_and_wide_beats(B, beats_width):
+    """``beats`` fields from 1 to 18 bits (the write engine's are narrow)."""
+    rng = random.Random(B * 100 + beats_width)
+    top = (1 << beats_width) - 1
+    spans = [(0xFFC, min(3, top)), (0x1000 - B, top), (0, 0), (0x7FF8, 1)]
+    spans += [(rng.randrange(1 << 20), rng.randint(0, top)) for _ in range(20)]
+    got, expected = _split(B, beats_width, spans, rng, pause=False)
     assert got == expected
 
 

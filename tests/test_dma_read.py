@@ -1,6 +1,6 @@
 """DMA read engine in Amaranth's simulator: random fetches and LOADs against a reference,
-random AR/R pauses and stream back-pressure, error responses; and the burst splitter with
-narrow ``beats`` fields."""
+random AR/R pauses and stream back-pressure, error responses (the burst splitter's own
+tests, narrow ``beats`` fields included, are in ``tests/test_dma.py``)."""
 
 import random
 
@@ -8,23 +8,13 @@ import pytest
 from amaranth.sim import Simulator
 
 from systolic.config import preset
-from systolic.rtl.dma import BurstSplitter, ReadEngine
+from systolic.rtl.dma import ReadEngine
 
 MEM_SIZE = 1 << 16
 
 
 class ScoreboardError(AssertionError):
     pass
-
-
-def split_ref(addr, beats, B):
-    """AXI bursts (address, AxLEN) of a span: at most 256 beats, never across 4 KiB."""
-    out, cur = [], addr - addr % B
-    while beats:
-        n = min(beats, 256, (4096 - cur % 4096) // B)
-        out.append((cur, n - 1))
-        cur, beats = cur + n * B, beats - n
-    return out
 
 
 def span_beats(addr, nbytes, B):
@@ -231,41 +221,3 @@ def test_scoreboard_catches_one_corrupted_byte():
                           row_elems=config.sp_width, pad_value=0))]
     with pytest.raises(ScoreboardError, match="load row 0"):
         run_engine(config, cmds, seed=1, corrupt=True)
-
-
-@pytest.mark.parametrize("B,beats_width", [(4, 1), (4, 3), (8, 7), (16, 8), (4, 9),
-                                           (4, 18), (128, 5)])
-def test_burst_splitter_narrow_and_wide_beats(B, beats_width):
-    rng = random.Random(B * 100 + beats_width)
-    top = (1 << beats_width) - 1
-    spans = [(0xFFC, min(3, top)), (0x1000 - B, top), (0, 0), (0x7FF8, 1)]
-    spans += [(rng.randrange(1 << 20), rng.randint(0, top)) for _ in range(20)]
-    dut = BurstSplitter(bus_bytes=B, beats_width=beats_width)
-    expected = [b for s in spans for b in split_ref(*s, B)]
-    got = []
-
-    async def feed(ctx):
-        for addr, beats in spans:
-            ctx.set(dut.spans.p.addr, addr)
-            ctx.set(dut.spans.p.beats, beats)
-            ctx.set(dut.spans.valid, 1)
-            await ctx.tick().until(dut.spans.ready)
-            ctx.set(dut.spans.valid, 0)
-
-    async def drain(ctx):
-        for _ in range(20000):
-            if len(got) == len(expected):
-                break
-            ready = rng.random() < 0.7
-            ctx.set(dut.bursts.ready, ready)
-            await ctx.delay(1e-9)
-            if ready and ctx.get(dut.bursts.valid):
-                got.append((ctx.get(dut.bursts.p.addr), ctx.get(dut.bursts.p.len)))
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(feed)
-    sim.add_testbench(drain)
-    sim.run()
-    assert got == expected
