@@ -166,6 +166,15 @@ class SimSerialPort:
         return self.read(len(self.incoming))
 
 
+
+def _simulate(dut, *benches):
+    """Run ``benches`` as testbenches of ``dut`` on the bridge's clock until they end."""
+    sim = Simulator(dut)
+    sim.add_clock(PERIOD)
+    for bench in benches:
+        sim.add_testbench(bench)
+    sim.run()
+
 def make_link(data_width=32, retries=2):
     port = SimSerialPort(Board(data_width))
     link = P.Link(port, timeout=700 * BYTE_CYCLES * PERIOD, retries=retries, clock=port.clock)
@@ -488,12 +497,7 @@ def run_sysmem(data_width, seed, *, corrupt=None):
             word, _ = await bridge_access(ctx, dut.bridge, address)
             assert word == int.from_bytes(model[address:address + 4], "little"), hex(address)
 
-    sim = Simulator(dut)
-    sim.add_clock(PERIOD)
-    for bench in (axi_writer, axi_reader, bridge_user):
-        sim.add_testbench(bench)
-    sim.add_testbench(check_all)
-    sim.run()
+    _simulate(dut, axi_writer, axi_reader, bridge_user, check_all)
 
 
 @pytest.mark.parametrize("data_width", [32, 64])
@@ -549,10 +553,7 @@ def test_serial_crc_matches_the_host_crc():
             assert await feed(ctx, expected & 0xFF) == 0
         assert P.crc16(b"123456789") == 0x29B1
 
-    sim = Simulator(dut)
-    sim.add_clock(PERIOD)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(dut, bench)
 
 
 def run_counters(seed, *, corrupt=None):
@@ -581,10 +582,7 @@ def run_counters(seed, *, corrupt=None):
                 got = window >> (16 * half) & 0xFFFF
                 assert got == model[k] & 0xFFFF, f"counter {k}: {got} != {model[k]}"
 
-    sim = Simulator(dut)
-    sim.add_clock(PERIOD)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(dut, bench)
     return model
 
 
@@ -622,10 +620,7 @@ def run_framing_errors(stop_bits):
             await ctx.tick().repeat(3 * DIVISOR)
             seen.append(ctx.get(dut.framing_errors))
 
-    sim = Simulator(dut)
-    sim.add_clock(PERIOD)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(dut, bench)
     return seen
 
 
