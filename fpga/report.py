@@ -2,7 +2,7 @@
 the per-block LUT table, and the printed summary."""
 
 __all__ = ["BLOCKS", "REQUIRED_FIELDS", "block_of", "parse_yosys_stat", "parse_nextpnr_report",
-           "block_table", "check_report", "print_report"]
+           "block_table", "check_report", "print_report", "estimate_ice40_cells"]
 
 REQUIRED_FIELDS = ("board", "device", "preset", "luts", "luts_available", "ffs", "dsps",
                    "dsps_available", "brams", "fmax_mhz", "target_mhz")
@@ -101,6 +101,46 @@ def parse_nextpnr_log(text, family):
             if used and used[0].isdigit():
                 return {"packed_luts": int(used[0])}
     return {}
+
+
+def estimate_ice40_cells(netlist):
+    """Logic cells an iCE40 netlist (Yosys ``write_json`` of one flattened module) needs.
+
+    An iCE40 logic cell holds one LUT4 and one flip-flop, and the flip-flop can share the
+    cell only when its D input is driven by a LUT whose output has no other load. Every
+    other flip-flop (loaded from a flip-flop, a block RAM, a DSP, a port, or a LUT that
+    also drives other logic) takes a cell of its own, so the cells are about
+    ``luts + ff_only``; nextpnr adds a few for carry chains and legalisation.
+
+    Returns ``{"luts", "ff_with_lut", "ff_only", "cells"}``.
+    """
+    tops = [m for m in netlist["modules"].values()
+            if m.get("attributes", {}).get("top")] or list(netlist["modules"].values())
+    cells = tops[0]["cells"]
+    driver, loads = {}, {}
+    for name, cell in cells.items():
+        for port, bits in cell["connections"].items():
+            output = cell["port_directions"].get(port) == "output"
+            for bit in bits:
+                if isinstance(bit, str):
+                    continue
+                if output:
+                    driver[bit] = name
+                else:
+                    loads[bit] = loads.get(bit, 0) + 1
+    luts = ff_lut = ff_only = 0
+    for cell in cells.values():
+        kind = cell["type"]
+        if kind == "SB_LUT4":
+            luts += 1
+        elif kind.startswith("SB_DFF"):
+            d = cell["connections"]["D"][0]
+            src = driver.get(d)
+            if src is not None and cells[src]["type"] == "SB_LUT4" and loads.get(d) == 1:
+                ff_lut += 1
+            else:
+                ff_only += 1
+    return {"luts": luts, "ff_with_lut": ff_lut, "ff_only": ff_only, "cells": luts + ff_only}
 
 
 def block_of(module):

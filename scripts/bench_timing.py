@@ -64,7 +64,26 @@ def blocks(config, multiplier):
     }
     if c.vector_unit:
         out["vector"] = VectorUnit(config=c)
+    # The board system's own blocks: the UART bridge (clock divisor of 1 Mbaud at 12 MHz)
+    # and the 64 KiB system memory (SPRAM on the iCE40, block RAM on the ECP5).
+    from systolic.fpga.bridge import Bridge
+    from systolic.fpga.sysmem import SystemMemory
+    out["bridge"] = Bridge(divisor=12)
+    out["memory"] = SystemMemory(size=64 * 1024, data_width=c.axi_data_width,
+                                 id_width=c.axi_id_width,
+                                 ram=_SpramCells if multiplier == "ice40" else None)
     return out
+
+
+def _SpramCells(**kwargs):
+    """:class:`~systolic.fpga.boards.Spram` as its SB_SPRAM256KA primitives also when
+    elaborated without a platform (a block synthesized alone)."""
+    from systolic.fpga.boards import Spram
+
+    class SpramCells(Spram):
+        def elaborate(self, platform):
+            return super().elaborate(platform or "ice40")
+    return SpramCells(**kwargs)
 
 
 def _critical(report):
@@ -105,6 +124,9 @@ def time_block(name, component, board, target_mhz, folder):
     row.update(luts=synth_counts["synth_luts"], ffs=synth_counts["synth_ffs"],
                dsps=synth_counts["synth_dsps"], brams=synth_counts["synth_brams"])
     if family == "ice40":       # nextpnr-ice40 has no out-of-context mode
+        from systolic.fpga.report import estimate_ice40_cells
+        netlist = json.loads((folder / "block.json").read_text())
+        row["cells"] = estimate_ice40_cells(netlist)["cells"]
         row["seconds"] = round(time.monotonic() - start, 1)
         return row
     result = subprocess.run(
@@ -160,15 +182,16 @@ def main(argv=None):
 
     table = Table(title=f"{args.board} ({preset_name}), out of context, target "
                         f"{args.target_mhz:g} MHz")
-    for col in ("block", "LUTs", "FFs", "DSPs", "BRAMs", "Fmax MHz", "/ target",
+    for col in ("block", "LUTs", "FFs", "cells", "DSPs", "BRAMs", "Fmax MHz", "/ target",
                 "critical path"):
         table.add_column(col, justify="left" if col in ("block", "critical path") else "right")
     for r in rows:
         if "luts" not in r:
-            table.add_row(r["block"], "", "", "", "", "", "", r.get("failure", ""))
+            table.add_row(r["block"], "", "", "", "", "", "", "", r.get("failure", ""))
             continue
         fmax = r.get("fmax_mhz")
-        table.add_row(r["block"], str(r["luts"]), str(r["ffs"]), str(r["dsps"]),
+        table.add_row(r["block"], str(r["luts"]), str(r["ffs"]), str(r.get("cells", "-")),
+                      str(r["dsps"]),
                       str(r["brams"]), f"{fmax}" if fmax else "-",
                       f"{fmax / args.target_mhz:.2f}" if fmax else "",
                       r.get("critical_path", r.get("failure", ""))[:70])

@@ -15,6 +15,7 @@ from systolic.fpga.report import (
     block_of,
     block_table,
     check_report,
+    estimate_ice40_cells,
     parse_nextpnr_log,
     parse_nextpnr_report,
 )
@@ -167,3 +168,27 @@ def test_packed_cells_come_from_the_log_even_without_placement():
     assert parse_nextpnr_log("Info: nothing packed\n", "ice40") == {}
     with pytest.raises(AssertionError, match="7135 LUTs exceed 4752"):
         check_report({**GOOD, "luts": parse_nextpnr_log(log, "ice40")["packed_luts"]})
+
+
+def _netlist(cells):
+    """A one-module Yosys JSON netlist of ``{name: (type, {port: (direction, bits)})}``."""
+    return {"modules": {"block": {"attributes": {"top": 1}, "cells": {
+        name: {"type": kind, "connections": {p: bits for p, (_, bits) in ports.items()},
+               "port_directions": {p: d for p, (d, _) in ports.items()}}
+        for name, (kind, ports) in cells.items()}}}}
+
+
+def test_cell_estimate_counts_flip_flops_that_cannot_share_a_lut():
+    lut = {"I0": ("input", [2]), "O": ("output", [10])}
+    cells = {
+        "lut": ("SB_LUT4", lut),                                           # feeds ff_a only
+        "ff_a": ("SB_DFF", {"D": ("input", [10]), "Q": ("output", [11])}),
+        "ff_b": ("SB_DFFE", {"D": ("input", [11]), "Q": ("output", [12])}),   # from a FF
+        "ff_c": ("SB_DFF", {"D": ("input", [3]), "Q": ("output", [13])}),     # from a port
+    }
+    assert estimate_ice40_cells(_netlist(cells)) == {
+        "luts": 1, "ff_with_lut": 1, "ff_only": 2, "cells": 3}
+    # A second load on the LUT's output: its flip-flop needs a cell of its own.
+    cells["other"] = ("SB_LUT4", {"I0": ("input", [10]), "O": ("output", [14])})
+    assert estimate_ice40_cells(_netlist(cells)) == {
+        "luts": 2, "ff_with_lut": 0, "ff_only": 3, "cells": 5}
