@@ -28,7 +28,9 @@ BLOCK_NOTES = {
 
 _LUT = {"ice40": ("SB_LUT4",), "ecp5": ("LUT4",)}
 _DSP = {"ice40": ("SB_MAC16",), "ecp5": ("MULT18X18D", "ALU54B")}
-_BRAM = {"ice40": ("SB_RAM40_4K",), "ecp5": ("DP16KD", "PDPW16KD")}
+# iCE40 block RAMs come in clock-edge variants (NW: written on the falling edge, NR: read)
+_BRAM = {"ice40": ("SB_RAM40_4K", "SB_RAM40_4KNW", "SB_RAM40_4KNR", "SB_RAM40_4KNRNW"),
+         "ecp5": ("DP16KD", "PDPW16KD")}
 _SPRAM = ("SB_SPRAM256KA",)
 _FF_PREFIX = {"ice40": ("SB_DFF",), "ecp5": ("TRELLIS_FF", "FD1")}
 

@@ -29,7 +29,10 @@ KINDS = ("SB_LUT4", "SB_DFF*", "SB_RAM40_4K", "SB_CARRY")
 def _counts(cells):
     counts = dict.fromkeys(KINDS, 0)
     for cell, number in cells.items():
-        key = "SB_DFF*" if cell.startswith("SB_DFF") else cell
+        # every flip-flop kind is one count; so is every block-RAM clock-edge variant
+        # (SB_RAM40_4KNW: written on the falling edge)
+        key = ("SB_DFF*" if cell.startswith("SB_DFF") else
+               "SB_RAM40_4K" if cell.startswith("SB_RAM40_4K") else cell)
         if key in counts:
             counts[key] += number
     return counts

@@ -69,7 +69,8 @@ def test_synth_ice40_icebreaker():
     luts = counts.get("SB_LUT4", 0)
     ffs = sum(v for k, v in counts.items() if k.startswith("SB_DFF"))
     print(f"iCE40 icebreaker: SB_LUT4={luts} FF={ffs} SB_MAC16={counts.get('SB_MAC16', 0)} "
-          f"SB_RAM40_4K={counts.get('SB_RAM40_4K', 0)} SB_SPRAM256KA="
+          f"SB_RAM40_4K*={sum(v for k, v in counts.items() if k.startswith('SB_RAM40_4K'))} "
+          f"SB_SPRAM256KA="
           f"{counts.get('SB_SPRAM256KA', 0)}")
     assert luts > 0 and ffs > 0
 
