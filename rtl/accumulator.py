@@ -57,7 +57,7 @@ class Accumulator(wiring.Component):
     and STORE draining the other both run at one row per cycle. Without one (the FPGA
     presets) both banks share one memory of ``acc_rows`` rows, half the block RAM: the
     array still writes one row per cycle, and the clients' reads take the cycles in which
-    the array writes nothing.
+    the array reads no old row.
 
     Writes (fixed priority ``array_w`` > ``vec_w`` > ``load_w``, one per cycle):
 
@@ -65,27 +65,26 @@ class Accumulator(wiring.Component):
       has no ``ready``).
     * ``vec_w``: vector-unit results, overwrite; ``ready`` low while the array writes.
     * ``load_w``: LOAD bias rows, overwrite; ``ready`` low while the array or the vector
-      unit writes, and while the write of the previous cycle commits (one write port).
+      unit writes.
 
-    Write pipeline: an array or vector write accepted in cycle ``t`` is registered (the
-    one pipeline register), reads the old row in ``t`` (accumulate only), is added and
-    written in ``t + 1``. The sum saturates to int32 per element; any saturation sets the
-    sticky ``overflow`` flag, which ``overflow_clear`` resets (a saturation in the same
-    cycle as the clear wins). A LOAD row takes the write port in the cycle it is accepted
-    (through the saturating stage, which picks it instead of the sum). Back-to-back
-    accumulations onto one row are forwarded: a write accepted in ``t + 1`` adds onto the
-    row the write of ``t`` commits, from a register that holds that row for one cycle.
-    ``busy[b]`` is high in the cycle a write of bank ``b`` is committed; a write has
-    landed once a cycle after its acceptance shows ``busy[b]`` low.
+    Write pipeline (every writer): a write accepted in cycle ``t`` goes into the stage
+    register ``w_data`` (an accumulating array write also reads its old row in ``t``); in
+    ``t + 1`` the old row (or 0: overwrite) is added element by element and saturated to
+    int32 into the result register; in ``t + 2`` the result is written to its memory on
+    the falling clock edge, so a read issued in ``t + 2`` already sees it. Any saturation
+    of an accumulation sets the sticky ``overflow`` flag from ``t + 2``; ``overflow_clear``
+    resets it (a saturation in the same cycle as the clear wins). Only the row computed in
+    ``t + 1`` is not yet in its memory when the next cycle's write reads: an accumulating
+    array write accepted in ``t + 1`` onto the row of a write accepted in ``t`` takes that
+    row from the result register (forwarding). ``busy[b]`` is high while a write of bank
+    ``b`` accepted in one of the two previous cycles is in the pipeline.
 
     Reads (an accumulating ``array_w`` takes its memory's read port first, then
     ``store_rd`` > ``vec_rd_a`` > ``vec_rd_b``): :class:`ReadPortSignature` ports with a
     latency of one cycle. A read granted in cycle ``t`` returns the row as left by every
-    write accepted before ``t``: a client's read is not granted (``ready`` low) in a cycle
-    in which a LOAD row is accepted or in which its own row is being committed, so rows
-    are compared by address and never forwarded to a client. With the shared memory a
-    client's read is granted only in a cycle in which ``array_w`` writes nothing and no
-    row commits (its row comes back through the pipeline's old-row path, then idle).
+    write accepted before ``t``: a client's read of the row of the write accepted in
+    ``t - 1`` is not granted (``ready`` low); rows are compared by address and never
+    forwarded to a client. A write accepted in ``t`` itself is not seen.
 
     Addresses beyond the banks cannot occur (the address is exactly bank bit + row).
 
@@ -106,7 +105,8 @@ class Accumulator(wiring.Component):
         Sticky: an accumulation saturated.
     overflow_clear : In(1)
     busy : Out(acc_banks)
-        A write is being committed in that bank this cycle.
+        A write of that bank accepted in one of the two previous cycles has not yet
+        been written.
     split : bool
         One memory per bank (with a vector unit), else one shared memory.
     """
