@@ -1,6 +1,6 @@
 """Ping-pong accumulator: int32 rows written by the array, LOAD and the vector unit."""
 
-from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, ClockDomain, ClockSignal, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -57,7 +57,7 @@ class Accumulator(wiring.Component):
     and STORE draining the other both run at one row per cycle. Without one (the FPGA
     presets) both banks share one memory of ``acc_rows`` rows, half the block RAM: the
     array still writes one row per cycle, and the clients' reads take the cycles in which
-    the array writes nothing.
+    the array reads no old row.
 
     Writes (fixed priority ``array_w`` > ``vec_w`` > ``load_w``, one per cycle):
 
@@ -65,27 +65,26 @@ class Accumulator(wiring.Component):
       has no ``ready``).
     * ``vec_w``: vector-unit results, overwrite; ``ready`` low while the array writes.
     * ``load_w``: LOAD bias rows, overwrite; ``ready`` low while the array or the vector
-      unit writes, and while the write of the previous cycle commits (one write port).
+      unit writes.
 
-    Write pipeline: an array or vector write accepted in cycle ``t`` is registered (the
-    one pipeline register), reads the old row in ``t`` (accumulate only), is added and
-    written in ``t + 1``. The sum saturates to int32 per element; any saturation sets the
-    sticky ``overflow`` flag, which ``overflow_clear`` resets (a saturation in the same
-    cycle as the clear wins). A LOAD row takes the write port in the cycle it is accepted
-    (through the saturating stage, which picks it instead of the sum). Back-to-back
-    accumulations onto one row are forwarded: a write accepted in ``t + 1`` adds onto the
-    row the write of ``t`` commits, from a register that holds that row for one cycle.
-    ``busy[b]`` is high in the cycle a write of bank ``b`` is committed; a write has
-    landed once a cycle after its acceptance shows ``busy[b]`` low.
+    Write pipeline (every writer): a write accepted in cycle ``t`` goes into the stage
+    register ``w_data`` (an accumulating array write also reads its old row in ``t``); in
+    ``t + 1`` the old row (or 0: overwrite) is added element by element and saturated to
+    int32 into the result register; in ``t + 2`` the result is written to its memory on
+    the falling clock edge, so a read issued in ``t + 2`` already sees it. Any saturation
+    of an accumulation sets the sticky ``overflow`` flag from ``t + 2``; ``overflow_clear``
+    resets it (a saturation in the same cycle as the clear wins). Only the row computed in
+    ``t + 1`` is not yet in its memory when the next cycle's write reads: an accumulating
+    array write accepted in ``t + 1`` onto the row of a write accepted in ``t`` takes that
+    row from the result register (forwarding). ``busy[b]`` is high while a write of bank
+    ``b`` accepted in one of the two previous cycles is in the pipeline.
 
     Reads (an accumulating ``array_w`` takes its memory's read port first, then
     ``store_rd`` > ``vec_rd_a`` > ``vec_rd_b``): :class:`ReadPortSignature` ports with a
     latency of one cycle. A read granted in cycle ``t`` returns the row as left by every
-    write accepted before ``t``: a client's read is not granted (``ready`` low) in a cycle
-    in which a LOAD row is accepted or in which its own row is being committed, so rows
-    are compared by address and never forwarded to a client. With the shared memory a
-    client's read is granted only in a cycle in which ``array_w`` writes nothing and no
-    row commits (its row comes back through the pipeline's old-row path, then idle).
+    write accepted before ``t``: a client's read of the row of the write accepted in
+    ``t - 1`` is not granted (``ready`` low); rows are compared by address and never
+    forwarded to a client. A write accepted in ``t`` itself is not seen.
 
     Addresses beyond the banks cannot occur (the address is exactly bank bit + row).
 
@@ -106,7 +105,8 @@ class Accumulator(wiring.Component):
         Sticky: an accumulation saturated.
     overflow_clear : In(1)
     busy : Out(acc_banks)
-        A write is being committed in that bank this cycle.
+        A write of that bank accepted in one of the two previous cycles has not yet
+        been written.
     split : bool
         One memory per bank (with a vector unit), else one shared memory.
     """
@@ -155,58 +155,63 @@ class Accumulator(wiring.Component):
             """``addr`` lies in memory ``k``."""
             return addr[rb:] == k if self.split else C(1, 1)
 
+        # The memories are written on the falling clock edge, from registers: a row written
+        # in cycle t is in the memory before the rising edge that ends t, so a read issued
+        # in t already sees it.
+        m.domains.acc_write = ClockDomain("acc_write", clk_edge="neg", local=True, reset_less=True)
+        m.d.comb += ClockSignal("acc_write").eq(ClockSignal("sync"))
+
         mems = []   # (write port, read port, read enable, read data) per memory
         for k in range(n_mems):
-            # ``no_rw_check``: no row read in the cycle it is written is ever used (the
-            # pipeline takes the forwarded row, a client waits), so the data register
-            # below becomes the block RAM's own, with no read-during-write emulation.
-            mem = Memory(shape=unsigned(32 * cols), depth=cfg.acc_rows // n_mems, init=[],
-                         attrs={"no_rw_check": 1})
+            # Reads and writes are on opposite clock edges, so a read never meets a write
+            # of the same edge. The read port's register is the block RAM's own (its
+            # power-up value is undefined, and no read is used before it is issued).
+            mem = Memory(shape=unsigned(32 * cols), depth=cfg.acc_rows // n_mems, init=[])
             m.submodules[f"mem{k}"] = mem
-            rp = mem.read_port(domain="comb")
-            rd_en = Signal(name=f"mem{k}_rd_en")
-            q = Signal(unsigned(32 * cols), name=f"mem{k}_rd_data", reset_less=True)
-            with m.If(rd_en):
-                m.d.sync += q.eq(rp.data)
-            mems.append((mem.write_port(), rp, rd_en, q))
+            rp = mem.read_port()
+            mems.append((mem.write_port(domain="acc_write"), rp, rp.en, rp.data))
 
-        # Stage 0: the array's (else the vector unit's) write into the pipeline register.
-        w_en = Signal()
-        w_acc = Signal()                   # the registered write accumulates
+        # Stage 0 (acceptance, cycle t): the write's row into ``w_data``; an accumulating
+        # array write reads its old row.
+        w_en = Signal()                    # stage 1 holds a write
+        w_acc = Signal()                   # ... that accumulates
         w_addr = Signal(aw, reset_less=True)
         w_data = Signal(row_layout, reset_less=True)
         vec_en = vec.en if vec is not None else C(0, 1)
-        m.d.sync += [w_en.eq(arr.en | vec_en), w_acc.eq(arr.en & arr.accumulate)]
+        load_go = Signal()
+        m.d.comb += [load_go.eq(load.en & ~arr.en & ~vec_en), load.ready.eq(load_go)]
         if vec is not None:
             m.d.comb += vec.ready.eq(vec.en & ~arr.en)
+        m.d.sync += [w_en.eq(arr.en | vec_en | load.en), w_acc.eq(arr.en & arr.accumulate)]
         with m.If(arr.en):
             m.d.sync += [w_addr.eq(arr.addr), w_data.eq(arr.data)]
         if vec is not None:
             with m.Elif(vec.en):
                 m.d.sync += [w_addr.eq(vec.addr), w_data.eq(vec.data)]
-        # A LOAD row goes straight to the write port when the pipeline leaves it free.
-        load_go = Signal()
-        m.d.comb += [load_go.eq(load.en & ~arr.en & ~vec_en & ~w_en), load.ready.eq(load_go)]
+        with m.Elif(load.en):
+            m.d.sync += [w_addr.eq(load.addr), w_data.eq(load.data)]
 
-        # The row committed this cycle (the previous cycle's write) is not in its memory
-        # yet: an accumulating array write takes it from ``fwd_row`` next cycle.
+        # Stage 2 (cycle t + 2): the result register, written to its memory.
+        r_en = Signal()
+        r_addr = Signal(aw, reset_less=True)
+        r_data = Signal(row_layout, reset_less=True)
+        m.d.sync += [r_en.eq(w_en), r_addr.eq(w_addr)]
+
+        # The row that stage 1 computes in t + 1 is written in t + 2, after the read that
+        # an accumulating array write accepted in t + 1 issued: that write takes it from
+        # ``r_data`` instead (forwarding). One cycle later the memory has it.
         arr_read = arr.en & arr.accumulate
-        fwd_next = Signal()
         fwd = Signal()
-        m.d.comb += fwd_next.eq(arr_read & w_en & (arr.addr == w_addr))
-        m.d.sync += fwd.eq(fwd_next)
+        m.d.sync += fwd.eq(arr_read & w_en & (arr.addr == w_addr))
 
         # Read ports: an accumulating array write takes its memory's port first, then the
-        # clients by priority; a client waits while a row it could miss is being written.
+        # clients by priority; a client waits while stage 1 holds a write of its row.
         read_taken = [arr_read & on_mem(arr.addr, k) for k in range(n_mems)]
         read_addr = [arr.addr[:ma] for _ in range(n_mems)]
         for name in self.active_readers:
             port = getattr(self, name)
             ask = Signal(name=f"{name}_ask")
-            if self.split:
-                m.d.comb += ask.eq(port.en & ~load_go & ~(w_en & (port.addr == w_addr)))
-            else:
-                m.d.comb += ask.eq(port.en & ~load_go & ~arr.en & ~w_en)
+            m.d.comb += ask.eq(port.en & ~(w_en & (port.addr == w_addr)))
             want = [ask & on_mem(port.addr, k) for k in range(n_mems)]
             m.d.comb += port.ready.eq(ask & ~Cat(*(
                 w & t for w, t in zip(want, read_taken, strict=True))).any())
@@ -219,53 +224,35 @@ class Accumulator(wiring.Component):
                 with m.If(port.ready):
                     m.d.sync += bank_q.eq(port.addr[rb:])
                 m.d.comb += port.data.eq(Mux(bank_q, mems[1][3], mems[0][3]))
+            else:
+                m.d.comb += port.data.eq(mems[0][3])
         for (_, rp, rd_en, _), addr, taken in zip(mems, read_addr, read_taken, strict=True):
             m.d.comb += [rp.addr.eq(addr), rd_en.eq(taken)]
         # Ports of an absent vector unit: never granted, never valid (outputs stay 0).
 
-        # Stage 1: add-and-saturate. The old row is the memory's (accumulate; or a client's
-        # read when the stage is idle), the forwarded one, or 0 (overwrite). ``fwd_row``
-        # is 0 unless forwarding, so one AND-OR per bit picks it.
+        # Stage 1 (cycle t + 1): add-and-saturate into ``r_data``. The old row is the
+        # memory's, the forwarded one, or 0 (overwrite): one LUT per bit picks it.
         mem_row = (Mux(w_addr[rb:], mems[1][3], mems[0][3]) if self.split else mems[0][3])
-        use_mem = Signal()
-        fwd_row = Signal(unsigned(32 * cols))
         old = Signal(row_layout)
-        m.d.comb += [use_mem.eq(~fwd & (w_acc | ~w_en)),
-                     old.eq(Mux(use_mem, mem_row, 0) | fwd_row)]
-        if not self.split:
-            # A client's read is granted only when the array wrote nothing: the stage is
-            # idle in the cycle its row arrives.
-            m.d.comb += self.store_rd.data.eq(old)
-        result = Signal(row_layout)
+        m.d.comb += old.eq(Mux(fwd, r_data, Mux(w_acc, mem_row, 0)))
         sat = []
         for c in range(cols):
             total = Signal(signed(33), name=f"sum{c}")
             m.d.comb += total.eq(old[c] + w_data[c])
             # The sum left int32 when its two top bits differ; it then saturates towards
-            # its sign (bit 32). Per element, ``fix`` forces bits 30..0 to ``pick``
-            # (saturation), else ``pick`` takes the LOAD row instead of the sum (the stage
-            # is idle in that cycle): one 4-input function per bit.
+            # its sign (bit 32): bits 30..0 take the inverse of the sign.
             over = Signal(name=f"over{c}")
-            fix = Signal(name=f"fix{c}")
-            pick = Signal(name=f"pick{c}")
-            m.d.comb += [over.eq(total[31] ^ total[32]),
-                         fix.eq(over & ~load_go),
-                         pick.eq(load_go | (over & ~total[32]))]
+            m.d.comb += over.eq(total[31] ^ total[32])
             sat.append(over)
-            low = Mux(fix, pick.replicate(31), Mux(pick, load.data[c][:31], total[:31]))
-            m.d.comb += result[c].eq(Cat(low, Mux(load_go, load.data[c][31], total[32])))
-        with m.If(fwd_next):
-            m.d.sync += fwd_row.eq(result)
-        with m.Else():
-            m.d.sync += fwd_row.eq(0)
+            low = Mux(over, (~total[32]).replicate(31), total[:31])
+            m.d.sync += r_data[c].eq(Cat(low, total[32]))
 
-        w_addr_now = Mux(w_en, w_addr, load.addr)
         for k, (wp, _, _, _) in enumerate(mems):
-            m.d.comb += [wp.en.eq((w_en & on_mem(w_addr, k)) | (load_go & on_mem(load.addr, k))),
-                         wp.addr.eq(w_addr_now[:ma]), wp.data.eq(result)]
+            m.d.comb += [wp.en.eq(r_en & on_mem(r_addr, k)), wp.addr.eq(r_addr[:ma]),
+                         wp.data.eq(r_data)]
         for b in range(cfg.acc_banks):
             m.d.comb += self.busy[b].eq((w_en & (w_addr[rb:] == b)) |
-                                        (load_go & (load.addr[rb:] == b)))
+                                        (r_en & (r_addr[rb:] == b)))
 
         # Only an accumulation can leave int32 (an overwrite adds 0).
         with m.If(w_acc & Cat(*sat).any()):

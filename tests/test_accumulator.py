@@ -20,8 +20,9 @@ def make_config(cols=4, acc_depth=8, vector_unit=True):
 
 
 class AccModel:
-    """The documented behaviour: arbitration, read-before-write within a cycle, saturating
-    accumulation, the sticky overflow flag one cycle after the commit."""
+    """The documented behaviour: arbitration, a read seeing every write accepted before
+    its cycle (a read of the row written in the previous cycle waits), saturating
+    accumulation, the sticky overflow flag two cycles after the acceptance."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -29,7 +30,8 @@ class AccModel:
         self.mem = np.zeros((cfg.acc_rows, cfg.cols), dtype=np.int64)
         self.overflow = 0
         self.sat_commit = False   # a write accepted last cycle saturates when it commits
-        self.staged = None        # row of the array/vector write accepted last cycle
+        self.staged = None        # row of the write accepted last cycle
+        self.committing = None    # row of the write accepted two cycles ago
 
     def bank(self, addr):
         return addr // self.cfg.acc_depth
@@ -47,17 +49,14 @@ class AccModel:
         if "vec_w" in req:
             granted["vec_w"] = vec and not arr
         if "load_w" in req:
-            granted["load_w"] = not arr and not vec and self.staged is None
-        blocked = granted.get("load_w", False)
-        if not self.split:     # shared memory: reads wait for cycles without array writes
-            blocked = blocked or arr or self.staged is not None
+            granted["load_w"] = not arr and not vec
         taken = set()
         if arr and req["array_w"][2]:
             taken.add(self.memory(req["array_w"][0]))
         for name in READERS:
             if name in req:
                 addr = req[name]
-                ask = not blocked and addr != self.staged
+                ask = addr != self.staged
                 if not self.split and name != "store_rd":
                     ask = False               # no vector unit: never granted
                 granted[name] = ask and self.memory(addr) not in taken
@@ -66,10 +65,8 @@ class AccModel:
         return granted
 
     def busy(self, req, granted):
-        """``busy`` in this cycle: the staged write commits, a granted LOAD row too."""
-        rows = [] if self.staged is None else [self.staged]
-        if granted.get("load_w"):
-            rows.append(req["load_w"][0])
+        """``busy`` in this cycle: the writes accepted in the two cycles before."""
+        rows = [r for r in (self.staged, self.committing) if r is not None]
         return sum(1 << b for b in {self.bank(r) for r in rows})
 
     def step(self, req, granted):
@@ -77,7 +74,7 @@ class AccModel:
         reads = {n: self.mem[req[n]].copy() for n in READERS if granted.get(n)}
         overflow_next = self.sat_commit or (self.overflow and not req.get("clear"))
         self.sat_commit = False
-        self.staged = None
+        self.committing, self.staged = self.staged, None
         for name in WRITERS:
             if not granted.get(name):
                 continue
@@ -87,8 +84,7 @@ class AccModel:
                 data, over = sat32(self.mem[addr] + data)
                 self.sat_commit |= over
             self.mem[addr] = data
-            if name != "load_w":
-                self.staged = addr
+            self.staged = addr
         self.overflow = int(overflow_next)
         return reads
 
@@ -195,20 +191,24 @@ def test_back_to_back_accumulate_forwards(vector_unit):
 
 @BOTH
 def test_read_of_a_committing_row_waits(vector_unit):
-    """A read of the row being committed (the previous cycle's write) is not granted; one
-    cycle later it is, and returns the new row. A LOAD row lands in its own cycle."""
+    """A read of the row written in the previous cycle (array or LOAD) is not granted;
+    one cycle later it is, and returns the new row. A read in the cycle a write is
+    accepted returns the old row."""
     cfg = make_config(vector_unit=vector_unit)
     schedule = [
         {"load_w": (2, row_of(cfg, 7))},
         {"store_rd": 2, "array_w": (2, row_of(cfg, 5), True)},   # array takes the port
         {"store_rd": 2},                                          # row 2 is committing
         {"store_rd": 2},
-        {"load_w": (6, row_of(cfg, -9)), "store_rd": 6},          # LOAD row: read waits
+        {"load_w": (6, row_of(cfg, -9)), "store_rd": 6},          # old row
+        {"store_rd": 6},                                          # LOAD row: waits
         {"store_rd": 6},
     ]
     _, responses, grants = run_schedule(cfg, schedule)
-    assert responses == [("store_rd", row_of(cfg, 12)), ("store_rd", row_of(cfg, -9))]
-    assert [g.get("store_rd") for g in grants[:6]] == [None, False, False, True, False, True]
+    assert responses == [("store_rd", row_of(cfg, 12)), ("store_rd", row_of(cfg, 0)),
+                         ("store_rd", row_of(cfg, -9))]
+    assert [g.get("store_rd") for g in grants[:7]] == [None, False, False, True, True, False,
+                                                      True]
     assert grants[0]["load_w"] and grants[4]["load_w"]
 
 
@@ -216,6 +216,7 @@ def test_vector_read_of_same_cycle_write_is_old():
     cfg = make_config()
     schedule = [
         {"load_w": (2, row_of(cfg, 7))},
+        {},
         {"vec_w": (2, row_of(cfg, -9)), "vec_rd_a": 2},           # same-cycle write unseen
         {"vec_rd_b": 1},
         {"vec_rd_b": 2},
@@ -234,14 +235,14 @@ def test_overwrite_versus_accumulate(vector_unit):
         {"array_w": (9, vals[1], True)},
         {"array_w": (9, vals[2], False)},   # overwrite right behind an accumulate
         {"array_w": (9, vals[1], True)},
-        {"load_w": (9, vals[0])},           # waits for the commit
+        {"load_w": (9, vals[0])},           # right behind the array's write
         {"load_w": (9, vals[0])},
         {"array_w": (9, vals[2], True)},    # accumulates onto the LOAD row
         {}, {"store_rd": 9},
     ]
     _, responses, grants = run_schedule(cfg, schedule)
     assert responses == [("store_rd", [-4, -7, -2, -9])]
-    assert [grants[4]["load_w"], grants[5]["load_w"]] == [False, True]
+    assert [grants[4]["load_w"], grants[5]["load_w"]] == [True, True]
 
 
 @BOTH
@@ -277,8 +278,8 @@ def test_ping_pong_streams_both_banks_every_cycle():
 
 
 def test_shared_memory_reads_take_the_array_free_cycles():
-    """With one shared memory STORE reads only in cycles in which the array neither
-    writes nor commits a row; the array still writes one row per cycle."""
+    """With one shared memory STORE reads in every cycle in which the array does not
+    read an old row (an accumulating write); the array still writes one row per cycle."""
     cfg = make_config(vector_unit=False)
     d = cfg.acc_depth
     schedule = []
@@ -288,8 +289,8 @@ def test_shared_memory_reads_take_the_array_free_cycles():
             req["array_w"] = (t % d, row_of(cfg, t), t % 2 == 0)
         schedule.append(req)
     _, responses, grants = run_schedule(cfg, schedule)
-    assert [g["store_rd"] for g in grants[:-1]] == [t % 4 == 3 for t in range(2 * d)]
-    assert len(responses) == d // 2
+    assert [g["store_rd"] for g in grants[:-1]] == [t % 4 != 0 for t in range(2 * d)]
+    assert len(responses) == 3 * d // 2
 
 
 def test_same_bank_conflicts_follow_priority():
@@ -306,8 +307,8 @@ def test_same_bank_conflicts_follow_priority():
     assert g[0] == {"array_w": True, "vec_w": False, "load_w": False,
                     "store_rd": False, "vec_rd_a": False, "vec_rd_b": False}
     assert g[1] == {"vec_w": True, "load_w": False, "store_rd": True, "vec_rd_a": False}
-    assert g[2] == {"load_w": False, "vec_rd_a": True, "vec_rd_b": False}   # vec_w commits
-    assert g[3] == {"load_w": True, "vec_rd_a": False, "vec_rd_b": False}   # LOAD lands
+    assert g[2] == {"load_w": True, "vec_rd_a": True, "vec_rd_b": False}    # one read port
+    assert g[3] == {"load_w": True, "vec_rd_a": True, "vec_rd_b": False}
 
 
 # -- random traffic -------------------------------------------------------------------------
