@@ -162,6 +162,9 @@ class CsrBlock(wiring.Component):
     ``config.perf_counters`` (otherwise they read 0); they clear at START and count while
     BUSY (see :class:`PerfCounters`).
 
+    PROG_ADDR and PROG_LEN ignore writes while BUSY (the controller reads them during the
+    run, so a program runs as it was started); the write is still answered OKAY.
+
     Write strobes: a bit of ``wdata`` takes part in a write only when the ``wstrb`` bit of
     its byte lane is set. A read-write register (PROG_ADDR, PROG_LEN, CTRL.IRQ_ENABLE)
     keeps its old value in the lanes whose strobe is clear. A write-one-to-clear bit
@@ -179,6 +182,7 @@ class CsrBlock(wiring.Component):
     start, soft_reset : Out(1)
         One-cycle strobes from CTRL (START only while not BUSY).
     prog_addr, prog_len : Out(32)
+        PROG_ADDR and PROG_LEN, unchanged while ``busy``.
     irq : Out(1)
         IRQ_STATUS.DONE and CTRL.IRQ_ENABLE.
     busy, resetting, acc_overflow : In(1)
@@ -322,9 +326,10 @@ class CsrBlock(wiring.Component):
             ie = _field("CTRL", "IRQ_ENABLE").start
             with m.If(bus.wstrb[ie // 8]):
                 m.d.sync += irq_enable.eq(bus.wdata[ie])
+        # the controller fetches from these registers while BUSY: they hold still meanwhile
         for name, reg in (("PROG_ADDR", self.prog_addr), ("PROG_LEN", self.prog_len)):
             for i in range(4):
-                with m.If(write(name) & bus.wstrb[i]):
+                with m.If(write(name) & bus.wstrb[i] & ~self.busy):
                     m.d.sync += reg[8 * i:8 * i + 8].eq(bus.wdata[8 * i:8 * i + 8])
         with m.If(write("IRQ_STATUS") & lane("IRQ_STATUS", "DONE")):
             m.d.sync += irq_pending.eq(0)
