@@ -265,7 +265,14 @@ class Controller(wiring.Component):
     prog_addr, prog_len : In(32)
     busy : Out(1)
     done : Out(1)
-        One-cycle strobe with ``error_code`` and ``error_index``.
+        One-cycle strobe: the program finished.
+    error_we : Out(1)
+        Record ``error_code`` and ``error_index`` (the CSR block keeps them: it clears them
+        at START and shows them from ``done`` on).
+    error_held : In(1)
+        An error has been recorded since START.
+    error_held_index : In(32)
+        Its index: a unit's AXI error replaces it only with a lower index.
     fetch_cmd, fetch_words : the read engine's fetch streams.
     load, exec, store : Out(stream.Signature(uop_layout(queue)))
         Queue heads, ``valid`` only when the head's tokens are available.
@@ -287,8 +294,11 @@ class Controller(wiring.Component):
             "prog_len": In(32),
             "busy": Out(1),
             "done": Out(1),
+            "error_we": Out(1),
             "error_code": Out(ErrorCode),
             "error_index": Out(32),
+            "error_held": In(1),
+            "error_held_index": In(32),
             "fetch_cmd": Out(stream.Signature(FetchCmd)),
             "fetch_words": In(stream.Signature(data.StructLayout(
                 {"data": 128, "error": 1, "last": 1}))),
@@ -334,17 +344,15 @@ class Controller(wiring.Component):
 
         running = Signal()        # between START and done
         stopping = Signal()       # no more dispatch: HALT, end of program or an error
-        err_valid = Signal()
-        err_code = Signal(ErrorCode)
-        err_index = Signal(32)
         m.d.comb += self.busy.eq(running)
 
         def report(code, index, *, unit=False):
             # Decode-side errors stop decode, so none was recorded before them (a unit
             # error in the same cycle has a lower index and is written after them); only a
             # unit's error can follow another one and needs the index comparison.
-            with m.If(~err_valid | (index < err_index) if unit else 1):
-                m.d.sync += [err_valid.eq(1), err_code.eq(code), err_index.eq(index)]
+            with m.If(~self.error_held | (index < self.error_held_index) if unit else 1):
+                m.d.comb += [self.error_we.eq(1), self.error_code.eq(code),
+                             self.error_index.eq(index)]
 
         # -- fetch ----------------------------------------------------------------------------
         # A word keeps its first WORD_KEPT bits, with bit WORD_KEPT standing for the bits
@@ -552,16 +560,13 @@ class Controller(wiring.Component):
         finished = Signal()
         m.d.comb += finished.eq(running & stopping & empty & self.units_idle & ~fetching
                                 & (in_flight == 0) & (self.unit_error == 0))
-        # valid with done: NONE and 0 unless an error was recorded since START
-        m.d.comb += [self.error_code.eq(err_code), self.error_index.eq(err_index)]
         with m.If(finished):
             m.d.comb += self.done.eq(1)
             m.d.sync += running.eq(0)
 
         with m.If(self.start):
             m.d.comb += ibuf.clear.eq(1)
-            m.d.sync += [running.eq(1), stopping.eq(0), err_valid.eq(0), index.eq(0),
-                         err_code.eq(ErrorCode.NONE), err_index.eq(0),
+            m.d.sync += [running.eq(1), stopping.eq(0), index.eq(0),
                          chunks.eq(0), tail_sent.eq(0)]
             m.d.sync += [t.eq(0) for t in dec_tokens.values()]
             m.d.sync += [o.eq(0) for o in offer.values()]

@@ -32,7 +32,7 @@ def _run(words, script, config=CONFIG):
     ctrl = Controller(config=config)
     sim = Simulator(ctrl)
     sim.add_clock(1e-6)
-    state = {"instret": 0, "done": None, "offered": 0, "held": []}
+    state = {"instret": 0, "done": None, "offered": 0, "held": [], "error": (0, 0)}
 
     async def fetch(ctx):
         pending = []
@@ -44,11 +44,14 @@ def _run(words, script, config=CONFIG):
                 ctx.set(ctrl.fetch_words.p, {"data": word, "error": 0, "last": last})
                 ctx.set(ctrl.fetch_words.valid, 1)
             # values just before the clock edge, after the other bench's changes
-            _, _, cmd_valid, addr, count, taken, instret, done, code, index = (
+            # the CSR block's error record, which the controller writes and reads back
+            ctx.set(ctrl.error_held, state["error"][0] != ErrorCode.NONE.value)
+            ctx.set(ctrl.error_held_index, state["error"][1])
+            _, _, cmd_valid, addr, count, taken, instret, done, we, code, index = (
                 await ctx.tick().sample(
                     ctrl.fetch_cmd.valid, ctrl.fetch_cmd.p.addr, ctrl.fetch_cmd.p.count,
-                    ctrl.fetch_words.ready, ctrl.instret, ctrl.done, ctrl.error_code,
-                    ctrl.error_index))
+                    ctrl.fetch_words.ready, ctrl.instret, ctrl.done, ctrl.error_we,
+                    ctrl.error_code, ctrl.error_index))
             if pending:
                 state["offered"] += 1
                 if taken:
@@ -57,7 +60,9 @@ def _run(words, script, config=CONFIG):
                     state["offered"] = 0
             state["instret"] += instret
             if done:
-                state["done"] = (code, index)
+                state["done"] = state["error"]
+            if we:
+                state["error"] = (code, index)
             if cmd_valid:
                 first = (addr - PROG_ADDR) // INSTR_BYTES
                 pending += [(words[first + i], i == count - 1) for i in range(count)]
