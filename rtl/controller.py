@@ -548,10 +548,14 @@ class Controller(wiring.Component):
             popped = take[cq] & getattr(heads[cq], cflag)
             m.d.sync += tokens[ch].eq(_step(tokens[ch], pushed, popped))
 
-        for q in TAGGED:
-            with m.If(self.unit_error[q.value]):
-                report(ErrorCode.AXI_ERROR, held[q], unit=True)
-                m.d.sync += stopping.eq(1)
+        # one comparison for both units: when both fail in the same cycle, the STORE's
+        # index is the one compared and kept
+        failed = held[TAGGED[0]]
+        for q in TAGGED[1:]:
+            failed = Mux(self.unit_error[q.value], held[q], failed)
+        with m.If(Cat(self.unit_error[q.value] for q in TAGGED).any()):
+            report(ErrorCode.AXI_ERROR, failed, unit=True)
+            m.d.sync += stopping.eq(1)
 
         # -- completion -----------------------------------------------------------------------
         empty = ~offering
