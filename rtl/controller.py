@@ -275,7 +275,10 @@ class Controller(wiring.Component):
         Its index: a unit's AXI error replaces it only with a lower index.
     fetch_cmd, fetch_words : the read engine's fetch streams.
     load, exec, store : Out(stream.Signature(uop_layout(queue)))
-        Queue heads, ``valid`` only when the head's tokens are available.
+        Queue heads, ``valid`` only when the head's tokens are available. A queue of
+        depth 1 has no storage: its head is the checked word at the head of the
+        instruction buffer, offered until the unit takes it (decode waits meanwhile), and
+        the index of the micro-op its unit took is kept whole.
     push : In(data.ArrayLayout(2, 3))
         Per queue, ``[prev, next]`` push strobes from the units.
     unit_error : In(3)
