@@ -93,9 +93,7 @@ def stored_bits(config, queue):
 class _Fifo(Elaboratable):
     """First-word-fall-through FIFO with the timing of ``amaranth.lib.fifo.SyncFIFOBuffered``
     (``depth - 1`` entries behind a registered head; ``w_rdy`` while those are not all
-    used; a word written into an empty FIFO is at the head two cycles later). Depth 1 is
-    the head register alone: written only while empty, the word is at the head the next
-    cycle, and the FIFO takes a word at most every other cycle.
+    used; a word written into an empty FIFO is at the head two cycles later).
 
     With ``memory`` the entries are a memory whose read/write collisions need no care (a
     full FIFO is not written, an empty one not read), so an FPGA block RAM holds them
@@ -107,9 +105,8 @@ class _Fifo(Elaboratable):
     """
 
     def __init__(self, width, depth, *, memory=False, clear=()):
-        if not isinstance(depth, int) or depth < (2 if memory else 1):
-            raise ValueError(f"FIFO depth must be an integer of at least "
-                             f"{2 if memory else 1}, not {depth!r}")
+        if not isinstance(depth, int) or depth < 2:
+            raise ValueError(f"FIFO depth must be an integer of at least 2, not {depth!r}")
         self.width, self.depth, self.memory, self.clear = width, depth, memory, clear
         self.w_data = Signal(width)
         self.w_en = Signal()
@@ -121,16 +118,6 @@ class _Fifo(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        if self.depth == 1:
-            m.d.comb += [self.w_rdy.eq(~self.r_rdy), self.level.eq(self.r_rdy)]
-            with m.If(self.w_en):
-                m.d.sync += [self.r_data.eq(self.w_data), self.r_rdy.eq(1)]
-                for positions, keep in self.clear:
-                    with m.If(~keep):
-                        m.d.sync += [self.r_data[p].eq(0) for p in positions]
-            with m.Elif(self.r_en):
-                m.d.sync += self.r_rdy.eq(0)
-            return m
         inner = self.depth - 1
         inner_level = Signal(range(inner + 1))
         produce = Signal(range(inner))
@@ -278,10 +265,20 @@ class Controller(wiring.Component):
     prog_addr, prog_len : In(32)
     busy : Out(1)
     done : Out(1)
-        One-cycle strobe with ``error_code`` and ``error_index``.
+        One-cycle strobe: the program finished.
+    error_we : Out(1)
+        Record ``error_code`` and ``error_index`` (the CSR block keeps them: it clears them
+        at START and shows them from ``done`` on).
+    error_held : In(1)
+        An error has been recorded since START.
+    error_held_index : In(32)
+        Its index: a unit's AXI error replaces it only with a lower index.
     fetch_cmd, fetch_words : the read engine's fetch streams.
     load, exec, store : Out(stream.Signature(uop_layout(queue)))
-        Queue heads, ``valid`` only when the head's tokens are available.
+        Queue heads, ``valid`` only when the head's tokens are available. A queue of
+        depth 1 has no storage: its head is the checked word at the head of the
+        instruction buffer, offered until the unit takes it (decode waits meanwhile), and
+        the index of the micro-op its unit took is kept whole.
     push : In(data.ArrayLayout(2, 3))
         Per queue, ``[prev, next]`` push strobes from the units.
     unit_error : In(3)
@@ -300,8 +297,11 @@ class Controller(wiring.Component):
             "prog_len": In(32),
             "busy": Out(1),
             "done": Out(1),
+            "error_we": Out(1),
             "error_code": Out(ErrorCode),
             "error_index": Out(32),
+            "error_held": In(1),
+            "error_held_index": In(32),
             "fetch_cmd": Out(stream.Signature(FetchCmd)),
             "fetch_words": In(stream.Signature(data.StructLayout(
                 {"data": 128, "error": 1, "last": 1}))),
@@ -322,20 +322,24 @@ class Controller(wiring.Component):
         m.submodules.decoder = dec = Decoder(config=c)
         depths = {Queue.LOAD: c.load_queue_depth, Queue.EXEC: c.exec_queue_depth,
                   Queue.STORE: c.store_queue_depth}
+        # a queue of depth 1 has no storage here: the decoded word is offered to its unit
+        direct = [q for q in QUEUES if depths[q] == 1]
         fifos = {}
         stored = {q: stored_bits(c, q) for q in QUEUES}
         heads = {}      # each queue's head as a whole micro-op, dropped bits zero
         code = Signal(4)                 # opcode of the word being decoded
+        leaks = {}      # per queue: (micro-op bit positions, keep) of dropped-field bits
         for q in QUEUES:
-            tag = TAG_BITS if q in TAGGED else 0
             # body bits where the word has a field the micro-op does not keep are cleared
             body = data.Layout.cast(uop_layout(q))["body"].offset
+            leaks[q] = [([body + b for b in bits if body + b in stored[q]], code != op.value)
+                        for op, bits in body_leaks(q).items()]
+            if q in direct:
+                continue
+            tag = TAG_BITS if q in TAGGED else 0
             where = {pos: i for i, pos in enumerate(stored[q])}
-            clear = []
-            for op, bits in body_leaks(q).items():
-                positions = [where[body + b] for b in bits if body + b in where]
-                if positions:
-                    clear.append((positions, code != op.value))
+            clear = [([where[pos] for pos in positions], keep)
+                     for positions, keep in leaks[q] if positions]
             f = _Fifo(len(stored[q]) + tag, depths[q], clear=clear)
             m.submodules[f"{q.name.lower()}_queue"] = f
             fifos[q] = f
@@ -343,17 +347,15 @@ class Controller(wiring.Component):
 
         running = Signal()        # between START and done
         stopping = Signal()       # no more dispatch: HALT, end of program or an error
-        err_valid = Signal()
-        err_code = Signal(ErrorCode)
-        err_index = Signal(32)
         m.d.comb += self.busy.eq(running)
 
         def report(code, index, *, unit=False):
             # Decode-side errors stop decode, so none was recorded before them (a unit
             # error in the same cycle has a lower index and is written after them); only a
             # unit's error can follow another one and needs the index comparison.
-            with m.If(~err_valid | (index < err_index) if unit else 1):
-                m.d.sync += [err_valid.eq(1), err_code.eq(code), err_index.eq(index)]
+            with m.If(~self.error_held | (index < self.error_held_index) if unit else 1):
+                m.d.comb += [self.error_we.eq(1), self.error_code.eq(code),
+                             self.error_index.eq(index)]
 
         # -- fetch ----------------------------------------------------------------------------
         # A word keeps its first WORD_KEPT bits, with bit WORD_KEPT standing for the bits
@@ -372,7 +374,7 @@ class Controller(wiring.Component):
         m.d.comb += [whole.eq(chunks == self.prog_len[chunk_bits:]),
                      requested.eq(whole & (tail_sent | (tail == 0)))]
         shift = exact_log2(INSTR_BYTES)
-        base = Signal(32 - shift)          # word address of the program
+        base = self.prog_addr[shift:]      # word address of the program (held while busy)
         in_flight = Signal(range(FETCH_BUFFER + 1))
         fetching = Signal()
         free = Signal(range(FETCH_BUFFER + 1))
@@ -414,7 +416,14 @@ class Controller(wiring.Component):
                       for ch in CHANNEL_ORDER}
         m.d.comb += [dec.word.eq(ibuf.r_data[:WORD_KEPT + 1]), code.eq(ibuf.r_data[:4])]
         head = ibuf.r_rdy & running & ~stopping
-        m.d.comb += [dec.valid.eq(head), dec.next.eq(ibuf.r_en)]
+        # per direct queue: the head word passed every check and is offered to its unit;
+        # an offered word is taken even after a stop, as a queued micro-op would be
+        offer = {q: Signal(name=f"offer_{q.name.lower()}") for q in direct}
+        offering = Cat(*offer.values()).any() if direct else Const(0)
+        m.d.comb += [dec.valid.eq(head | offering), dec.next.eq(ibuf.r_en)]
+        to_direct = Const(0)
+        for q in direct:
+            to_direct = to_direct | (dec.queue == q.value)
         word_error = ibuf.r_data[WORD_KEPT + 1]
         pop_bad = 0
         push_bad = 0
@@ -423,12 +432,12 @@ class Controller(wiring.Component):
             push_bad = push_bad | (dec.pushes[i] & (dec_tokens[ch] >= MAX_TOKENS))
         has_room = Signal()
         with m.Switch(dec.queue):
-            for q in QUEUES:
+            for q in fifos:
                 with m.Case(q.value):
                     m.d.comb += has_room.eq(fifos[q].w_rdy)
             with m.Default():
                 m.d.comb += has_room.eq(1)
-        for q in QUEUES:
+        for q in fifos:
             uop = Signal(uop_layout(q), name=f"dispatch_{q.name.lower()}")
             m.d.comb += uop.eq(getattr(dec, f"uop_{q.name.lower()}"))
             tag = [index[:TAG_BITS]] if q in TAGGED else []
@@ -438,14 +447,14 @@ class Controller(wiring.Component):
         distance = {}   # instructions decoded since a tagged queue's head
         head_tag = {}   # index bits of a tagged queue's head
         borrow = {}     # head_tag above index's low bits: the head is from the previous wrap
-        for q in TAGGED:
+        for q in (q for q in TAGGED if q in fifos):
             head_tag[q] = fifos[q].r_data[len(stored[q]):]
             diff = Signal(TAG_BITS + 1, name=f"diff_{q.name.lower()}")
             m.d.comb += diff.eq(index[:TAG_BITS] - head_tag[q])
             distance[q], borrow[q] = diff[:TAG_BITS], diff[TAG_BITS]
             far = far | (fifos[q].r_rdy & (distance[q] == 2 ** TAG_BITS - 1))
         dispatch = Signal()
-        with m.If(head):
+        with m.If(head & ~offering):
             with m.If(word_error):
                 report(ErrorCode.AXI_ERROR, index)
                 m.d.sync += stopping.eq(1)
@@ -465,10 +474,15 @@ class Controller(wiring.Component):
             with m.Elif(dec.halt):
                 m.d.comb += [ibuf.r_en.eq(1), self.instret.eq(1)]
                 m.d.sync += stopping.eq(1)
+            with m.Elif(to_direct):
+                # decode commits the word here; it leaves the buffer when its unit takes it
+                m.d.sync += [offer[q].eq(dec.queue == q.value) for q in direct]
+                m.d.sync += [dec_tokens[ch].eq(_step(dec_tokens[ch], dec.pushes[i], dec.pops[i]))
+                             for i, ch in enumerate(CHANNEL_ORDER)]
             with m.Elif(has_room):
                 m.d.comb += [ibuf.r_en.eq(1), dispatch.eq(1)]
                 m.d.sync += index.eq(index + 1)
-                for q in QUEUES:
+                for q in fifos:
                     m.d.comb += fifos[q].w_en.eq(dec.queue == q.value)
                 for i, ch in enumerate(CHANNEL_ORDER):
                     m.d.sync += dec_tokens[ch].eq(_step(dec_tokens[ch], dec.pushes[i],
@@ -491,28 +505,44 @@ class Controller(wiring.Component):
         take = {}
         held = {}       # full index of the micro-op each tagged unit took last
         for q in QUEUES:
-            f, out = fifos[q], outs[q]
+            out = outs[q]
             head_uop = heads[q] = Signal(uop_layout(q), name=f"head_{q.name.lower()}")
             bits = [Const(0, 1)] * uop_layout(q).size
-            for i, pos in enumerate(stored[q]):
-                bits[pos] = f.r_data[i]
+            if q in fifos:
+                present = fifos[q].r_rdy
+                for i, pos in enumerate(stored[q]):
+                    bits[pos] = fifos[q].r_data[i]
+            else:
+                # the offered word's bits, the dropped-field bits cleared
+                present = offer[q]
+                uop = getattr(dec, f"uop_{q.name.lower()}").as_value()
+                for pos in stored[q]:
+                    bits[pos] = uop[pos]
+                for positions, keep in leaks[q]:
+                    for pos in positions:
+                        bits[pos] = bits[pos] & keep
             m.d.comb += head_uop.eq(Cat(*bits))
             ok = 1
             for ch in CHANNEL_ORDER:
                 cq, flag = _CONSUMER[ch]
                 if cq is q:
                     ok = ok & (~getattr(head_uop, flag) | (tokens[ch] != 0))
-            m.d.comb += [
-                out.p.eq(head_uop),
-                out.valid.eq(f.r_rdy & ok),
-                f.r_en.eq(out.valid & out.ready),
-            ]
+            m.d.comb += [out.p.eq(head_uop), out.valid.eq(present & ok)]
             take[q] = out.valid & out.ready
+            if q in fifos:
+                m.d.comb += fifos[q].r_en.eq(take[q])
+            else:
+                with m.If(take[q]):
+                    m.d.comb += [ibuf.r_en.eq(1), dispatch.eq(1)]
+                    m.d.sync += [index.eq(index + 1), offer[q].eq(0)]
+                with m.If(present & ok & ~out.ready):
+                    m.d.comb += self.stall_fetch.eq(1)    # decode waits on the unit
             if q in TAGGED:
                 taken = held[q] = Signal(32, name=f"taken_{q.name.lower()}")
                 with m.If(take[q]):
-                    m.d.sync += taken.eq(Cat(head_tag[q], index[TAG_BITS:] - borrow[q]))
-            with m.If(f.r_rdy & ~ok):
+                    m.d.sync += taken.eq(index if q in direct else
+                                         Cat(head_tag[q], index[TAG_BITS:] - borrow[q]))
+            with m.If(present & ~ok):
                 m.d.comb += self.stall_token.eq(1)
         for ch in CHANNEL_ORDER:
             pq, pflag = _PRODUCER[ch]
@@ -521,29 +551,31 @@ class Controller(wiring.Component):
             popped = take[cq] & getattr(heads[cq], cflag)
             m.d.sync += tokens[ch].eq(_step(tokens[ch], pushed, popped))
 
-        for q in TAGGED:
-            with m.If(self.unit_error[q.value]):
-                report(ErrorCode.AXI_ERROR, held[q], unit=True)
-                m.d.sync += stopping.eq(1)
+        # one comparison for both units: when both fail in the same cycle, the STORE's
+        # index is the one compared and kept
+        failed = held[TAGGED[0]]
+        for q in TAGGED[1:]:
+            failed = Mux(self.unit_error[q.value], held[q], failed)
+        with m.If(Cat(self.unit_error[q.value] for q in TAGGED).any()):
+            report(ErrorCode.AXI_ERROR, failed, unit=True)
+            m.d.sync += stopping.eq(1)
 
         # -- completion -----------------------------------------------------------------------
-        empty = 1
-        for q in QUEUES:
+        empty = ~offering
+        for q in fifos:
             empty = empty & ~fifos[q].r_rdy
         finished = Signal()
         m.d.comb += finished.eq(running & stopping & empty & self.units_idle & ~fetching
                                 & (in_flight == 0) & (self.unit_error == 0))
-        # valid with done: NONE and 0 unless an error was recorded since START
-        m.d.comb += [self.error_code.eq(err_code), self.error_index.eq(err_index)]
         with m.If(finished):
             m.d.comb += self.done.eq(1)
             m.d.sync += running.eq(0)
 
         with m.If(self.start):
             m.d.comb += ibuf.clear.eq(1)
-            m.d.sync += [running.eq(1), stopping.eq(0), err_valid.eq(0), index.eq(0),
-                         err_code.eq(ErrorCode.NONE), err_index.eq(0),
-                         chunks.eq(0), tail_sent.eq(0), base.eq(self.prog_addr[shift:])]
+            m.d.sync += [running.eq(1), stopping.eq(0), index.eq(0),
+                         chunks.eq(0), tail_sent.eq(0)]
             m.d.sync += [t.eq(0) for t in dec_tokens.values()]
+            m.d.sync += [o.eq(0) for o in offer.values()]
             m.d.sync += [t.eq(0) for t in tokens.values()]
         return m

@@ -162,6 +162,9 @@ class CsrBlock(wiring.Component):
     ``config.perf_counters`` (otherwise they read 0); they clear at START and count while
     BUSY (see :class:`PerfCounters`).
 
+    PROG_ADDR and PROG_LEN ignore writes while BUSY (the controller reads them during the
+    run, so a program runs as it was started); the write is still answered OKAY.
+
     Write strobes: a bit of ``wdata`` takes part in a write only when the ``wstrb`` bit of
     its byte lane is set. A read-write register (PROG_ADDR, PROG_LEN, CTRL.IRQ_ENABLE)
     keeps its old value in the lanes whose strobe is clear. A write-one-to-clear bit
@@ -179,15 +182,21 @@ class CsrBlock(wiring.Component):
     start, soft_reset : Out(1)
         One-cycle strobes from CTRL (START only while not BUSY).
     prog_addr, prog_len : Out(32)
+        PROG_ADDR and PROG_LEN, unchanged while ``busy``.
     irq : Out(1)
         IRQ_STATUS.DONE and CTRL.IRQ_ENABLE.
     busy, resetting, acc_overflow : In(1)
         Status from the controller.
     done : In(1)
-        One-cycle strobe: the program finished; ``error_code`` and ``error_index`` are
-        latched with it.
+        One-cycle strobe: the program finished.
+    error_we : In(1)
+        The controller records an error: ERROR_CODE and ERROR_INDEX take ``error_code``
+        and ``error_index``. START clears them; they read as 0 (and STATUS.ERROR as 0)
+        until STATUS.DONE, so they show the finished program's error only.
     error_code : In(ErrorCode)
     error_index : In(32)
+    error_held, error_held_index : Out(1), Out(32)
+        An error is recorded since START, and its index (for the controller).
     events : In(PerfEvents)
         One bit per performance event, counted in each cycle it is high.
     """
@@ -206,8 +215,11 @@ class CsrBlock(wiring.Component):
             "resetting": In(1),
             "acc_overflow": In(1),
             "done": In(1),
+            "error_we": In(1),
             "error_code": In(ErrorCode),
             "error_index": In(32),
+            "error_held": Out(1),
+            "error_held_index": Out(32),
             "events": In(PerfEvents),
         })
 
@@ -222,18 +234,23 @@ class CsrBlock(wiring.Component):
         error_code = Signal(ErrorCode)
         error_index = Signal(32)
 
+        # the controller's error record itself (no copy): written during the run, shown
+        # once the program is done
         with m.If(self.start):
             m.d.sync += [done.eq(0), error_code.eq(ErrorCode.NONE), error_index.eq(0)]
+        with m.If(self.error_we):
+            m.d.sync += [error_code.eq(self.error_code), error_index.eq(self.error_index)]
         with m.If(self.done):
-            m.d.sync += [done.eq(1), error_code.eq(self.error_code),
-                         error_index.eq(self.error_index)]
+            m.d.sync += done.eq(1)
+        m.d.comb += [self.error_held.eq(error_code != ErrorCode.NONE),
+                     self.error_held_index.eq(error_index)]
         m.d.comb += self.irq.eq(irq_pending & irq_enable)
 
         status = Signal(32)
         m.d.comb += [
             status[_field("STATUS", "BUSY")].eq(self.busy),
             status[_field("STATUS", "DONE")].eq(done),
-            status[_field("STATUS", "ERROR")].eq(error_code != ErrorCode.NONE),
+            status[_field("STATUS", "ERROR")].eq(done & (error_code != ErrorCode.NONE)),
             status[_field("STATUS", "ACC_OVERFLOW")].eq(self.acc_overflow),
             status[_field("STATUS", "RESETTING")].eq(self.resetting),
         ]
@@ -243,8 +260,9 @@ class CsrBlock(wiring.Component):
         # readable registers: word offset -> value (constant or signal)
         values = {CSR[name].offset >> 2: Const(word, 32) for name, word in id_words(c).items()}
         values.update({CSR[name].offset >> 2: value for name, value in {
-            "CTRL": ctrl, "STATUS": status, "ERROR_CODE": error_code.as_value(),
-            "ERROR_INDEX": error_index, "PROG_ADDR": self.prog_addr,
+            "CTRL": ctrl, "STATUS": status,
+            "ERROR_CODE": Mux(done, error_code.as_value(), 0),
+            "ERROR_INDEX": Mux(done, error_index, 0), "PROG_ADDR": self.prog_addr,
             "PROG_LEN": self.prog_len, "IRQ_STATUS": irq_pending}.items()})
         missing = {reg.name for reg in CSR_MAP
                    if not reg.perf and reg.access != "wo" and reg.offset >> 2 not in values}
@@ -322,9 +340,10 @@ class CsrBlock(wiring.Component):
             ie = _field("CTRL", "IRQ_ENABLE").start
             with m.If(bus.wstrb[ie // 8]):
                 m.d.sync += irq_enable.eq(bus.wdata[ie])
+        # the controller fetches from these registers while BUSY: they hold still meanwhile
         for name, reg in (("PROG_ADDR", self.prog_addr), ("PROG_LEN", self.prog_len)):
             for i in range(4):
-                with m.If(write(name) & bus.wstrb[i]):
+                with m.If(write(name) & bus.wstrb[i] & ~self.busy):
                     m.d.sync += reg[8 * i:8 * i + 8].eq(bus.wdata[8 * i:8 * i + 8])
         with m.If(write("IRQ_STATUS") & lane("IRQ_STATUS", "DONE")):
             m.d.sync += irq_pending.eq(0)

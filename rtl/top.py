@@ -42,8 +42,11 @@ class Core(wiring.Component):
             "prog_len": In(32),
             "busy": Out(1),
             "done": Out(1),
+            "error_we": Out(1),
             "error_code": Out(ErrorCode),
             "error_index": Out(32),
+            "error_held": In(1),
+            "error_held_index": In(32),
             "acc_overflow": Out(1),
             "events": Out(PerfEvents),
         })
@@ -65,7 +68,9 @@ class Core(wiring.Component):
             ctrl.start.eq(self.start), ctrl.prog_addr.eq(self.prog_addr),
             ctrl.prog_len.eq(self.prog_len),
             self.busy.eq(ctrl.busy), self.done.eq(ctrl.done),
+            self.error_we.eq(ctrl.error_we),
             self.error_code.eq(ctrl.error_code), self.error_index.eq(ctrl.error_index),
+            ctrl.error_held.eq(self.error_held), ctrl.error_held_index.eq(self.error_held_index),
         ]
         wiring.connect(m, ctrl.fetch_cmd, dma.fetch_cmd)
         wiring.connect(m, dma.fetch_words, ctrl.fetch_words)
@@ -215,7 +220,9 @@ class Accelerator(wiring.Component):
             core.prog_len.eq(csr.prog_len),
             csr.busy.eq(core.busy & ~resetting), csr.resetting.eq(resetting),
             csr.done.eq(core.done & ~resetting),
+            csr.error_we.eq(core.error_we),
             csr.error_code.eq(core.error_code), csr.error_index.eq(core.error_index),
+            core.error_held.eq(csr.error_held), core.error_held_index.eq(csr.error_held_index),
             csr.acc_overflow.eq(core.acc_overflow),
             csr.events.eq(core.events),
         ]

@@ -1,7 +1,10 @@
+# amaranth: UnusedElaboratable=no
 """The controller on its own (Amaranth simulator): micro-ops without an instruction index,
 decode held within reach of the queue heads' index tags, AXI errors reported with the
-full index of the micro-op the unit took."""
+full index of the micro-op the unit took, and queues of depth 1 that offer the decoded
+word itself to their unit."""
 
+import pytest
 from amaranth.sim import Simulator
 
 from systolic.config import preset
@@ -21,15 +24,15 @@ def _program(n_nops):
         *["NOP"] * n_nops, "HALT"]))
 
 
-def _run(words, script):
+def _run(words, script, config=CONFIG):
     """Run the controller on ``words`` (served by a fetch model that offers one word per
     cycle and holds it until the controller takes it) while
     ``script(ctx, ctrl, state)`` plays the load unit; returns the state dict (instret
     count, done strobe, error code and index, and the cycles each word was offered)."""
-    ctrl = Controller(config=CONFIG)
+    ctrl = Controller(config=config)
     sim = Simulator(ctrl)
     sim.add_clock(1e-6)
-    state = {"instret": 0, "done": None, "offered": 0, "held": []}
+    state = {"instret": 0, "done": None, "offered": 0, "held": [], "error": (0, 0)}
 
     async def fetch(ctx):
         pending = []
@@ -41,11 +44,14 @@ def _run(words, script):
                 ctx.set(ctrl.fetch_words.p, {"data": word, "error": 0, "last": last})
                 ctx.set(ctrl.fetch_words.valid, 1)
             # values just before the clock edge, after the other bench's changes
-            _, _, cmd_valid, addr, count, taken, instret, done, code, index = (
+            # the CSR block's error record, which the controller writes and reads back
+            ctx.set(ctrl.error_held, state["error"][0] != ErrorCode.NONE.value)
+            ctx.set(ctrl.error_held_index, state["error"][1])
+            _, _, cmd_valid, addr, count, taken, instret, done, we, code, index = (
                 await ctx.tick().sample(
                     ctrl.fetch_cmd.valid, ctrl.fetch_cmd.p.addr, ctrl.fetch_cmd.p.count,
-                    ctrl.fetch_words.ready, ctrl.instret, ctrl.done, ctrl.error_code,
-                    ctrl.error_index))
+                    ctrl.fetch_words.ready, ctrl.instret, ctrl.done, ctrl.error_we,
+                    ctrl.error_code, ctrl.error_index))
             if pending:
                 state["offered"] += 1
                 if taken:
@@ -54,7 +60,9 @@ def _run(words, script):
                     state["offered"] = 0
             state["instret"] += instret
             if done:
-                state["done"] = (code, index)
+                state["done"] = state["error"]
+            if we:
+                state["error"] = (code, index)
             if cmd_valid:
                 first = (addr - PROG_ADDR) // INSTR_BYTES
                 pending += [(words[first + i], i == count - 1) for i in range(count)]
@@ -120,8 +128,10 @@ def test_decode_stays_within_reach_and_error_index_is_full():
     assert (ErrorCode(code), index) == (ErrorCode.AXI_ERROR, 1)
 
 
-def test_error_index_past_a_tag_wrap():
-    """A LOAD at index 2 * 2**TAG_BITS + 5 whose queue was empty: index comes back whole."""
+@pytest.mark.parametrize("name", ["tiny", "icebreaker"])
+def test_error_index_past_a_tag_wrap(name):
+    """A LOAD at index 2 * 2**TAG_BITS + 5 whose queue was empty: index comes back whole
+    (from the tag on ``tiny``, from the decode index at the take with depth 1)."""
     n = 2 * 2 ** TAG_BITS + 3
     words = assemble("\n".join(["NOP"] * n + [
         "LOAD dest=sp n_rows=4 addr=0 length=2 stride=2 dram_addr=0",
@@ -137,12 +147,13 @@ def test_error_index_past_a_tag_wrap():
         ctx.set(ctrl.units_idle, 1)
         await ctx.tick().repeat(40)
 
-    state = _run(words, script)
+    state = _run(words, script, preset(name))
     code, index = state["done"]
     assert (ErrorCode(code), index) == (ErrorCode.AXI_ERROR, n + 1)
 
 
-def test_queue_head_body_is_the_micro_op():
+@pytest.mark.parametrize("name", ["tiny", "icebreaker"])
+def test_queue_head_body_is_the_micro_op(name):
     """A SYNC's queue field and a CONFIG's reg are in the word's body bits; the queue
     head shows SYNC with an all-zero body and CONFIG with only reg and value."""
     words = assemble("SYNC queue=store\nCONFIG reg=req_zp value=-3\nHALT")
@@ -160,7 +171,7 @@ def test_queue_head_body_is_the_micro_op():
             ctx.set(ctrl.store.ready, 0)
         await ctx.tick().repeat(20)
 
-    _run(words, script)
+    _run(words, script, preset(name))
     (sync_op, sync_body, *_), (cfg_op, cfg_body, reg, value) = heads
     assert (sync_op, sync_body) == (Opcode.SYNC, 0)
     assert cfg_op == Opcode.CONFIG and (reg, value) == (3, -3)
@@ -222,44 +233,68 @@ def _fifo_trace(depth, pushes, pop_every):
     return out
 
 
-def test_queue_of_depth_one_is_the_head_register_alone():
-    words = [0x11, 0x22, 0x33, 0x44, 0x55]
-    for depth in (1, 2, 3):
-        for pop_every in (1, 3):
-            out = _fifo_trace(depth, words, pop_every)
-            assert out["read"] == words, (depth, pop_every)
-            assert out["max_level"] <= depth
-    one = _fifo_trace(1, words, 1)
-    # written only while empty: a word every other cycle when the reader takes each at once
-    w = one["writes"]
-    assert [w[i + 1] - w[i] for i in range(len(w) - 1)] == [2] * 4
-    assert one["max_level"] == 1
-
-
-def test_queue_of_depth_one_clears_the_listed_bits_unless_kept():
-    from amaranth.hdl import Signal
-    from amaranth.sim import Simulator
-
+def test_fifo_needs_two_entries():
     from systolic.rtl.controller import _Fifo
 
-    keep = Signal()
-    fifo = _Fifo(8, 1, clear=[([0, 7], keep)])
-    sim = Simulator(fifo)
-    sim.add_clock(1e-6)
-    seen = []
+    with pytest.raises(ValueError, match="FIFO depth must be an integer of at least 2, not 1"):
+        _Fifo(8, 1)
+    out = _fifo_trace(2, [0x11, 0x22, 0x33], 3)
+    assert out["read"] == [0x11, 0x22, 0x33] and out["max_level"] <= 2
 
-    async def bench(ctx):
-        for k in (0, 1):
-            ctx.set(keep, k)
-            ctx.set(fifo.w_data, 0xFF)
-            ctx.set(fifo.w_en, 1)
-            await ctx.tick()
-            ctx.set(fifo.w_en, 0)
-            seen.append(ctx.get(fifo.r_data))
-            ctx.set(fifo.r_en, 1)
-            await ctx.tick()
-            ctx.set(fifo.r_en, 0)
 
-    sim.add_testbench(bench)
-    sim.run()
-    assert seen == [0x7E, 0xFF]
+def test_depth_one_offers_the_decoded_word_until_its_unit_takes_it():
+    """With queues of depth 1 the checked word is the queue head: its payload holds while
+    the unit waits, nothing behind it is decoded meanwhile, and it retires at the take."""
+    words = assemble("\n".join([
+        "LOAD dest=sp n_rows=4 addr=8 length=2 stride=2 dram_addr=0x40 push_next",
+        "MATMUL compute=1 n_rows=4 a_addr=8 pop_prev",
+        "STORE src=acc n_rows=1 addr=0 length=2 stride=8 dram_addr=0x80", "HALT"]))
+    seen = {}
+
+    async def script(ctx, ctrl, state):
+        ctx.set(ctrl.units_idle, 0)
+        while not ctx.get(ctrl.load.valid):
+            await ctx.tick()
+        first = ctx.get(ctrl.load.p.as_value())
+        for _ in range(50):                       # the load unit does not take it yet
+            await ctx.tick()
+            assert ctx.get(ctrl.load.valid) and ctx.get(ctrl.load.p.as_value()) == first
+            assert not ctx.get(ctrl.exec.valid) and not ctx.get(ctrl.store.valid)
+        seen["before"] = state["instret"]
+        seen["load"] = (ctx.get(ctrl.load.p.body.load.addr),
+                        ctx.get(ctrl.load.p.body.load.dram_addr))
+        ctx.set(ctrl.load.ready, 1)
+        await ctx.tick()
+        ctx.set(ctrl.load.ready, 0)
+        assert not ctx.get(ctrl.load.valid)
+        seen["after"] = state["instret"]
+        # the MATMUL is decoded next; its token is not pushed yet
+        for _ in range(30):
+            await ctx.tick()
+            assert not ctx.get(ctrl.exec.valid)
+        seen["stall_token"] = ctx.get(ctrl.stall_token)
+        ctx.set(ctrl.push[Queue.LOAD.value][1], 1)
+        await ctx.tick()
+        ctx.set(ctrl.push[Queue.LOAD.value][1], 0)
+        assert await _take_from(ctx, ctrl.exec) == Opcode.MATMUL
+        assert await _take_from(ctx, ctrl.store) == Opcode.STORE
+        ctx.set(ctrl.units_idle, 1)
+        await ctx.tick().repeat(40)
+
+    state = _run(words, script, preset("icebreaker"))
+    assert seen["before"] == 0 and seen["after"] == 1
+    assert seen["load"] == (8, 0x40)
+    assert seen["stall_token"] == 1
+    assert state["instret"] == len(words)
+    code, index = state["done"]
+    assert (ErrorCode(code), index) == (ErrorCode.NONE, 0)
+
+
+async def _take_from(ctx, port):
+    ctx.set(port.ready, 1)
+    while not ctx.get(port.valid):
+        await ctx.tick()
+    opcode = ctx.get(port.p.opcode)
+    await ctx.tick()
+    ctx.set(port.ready, 0)
+    return opcode

@@ -166,13 +166,23 @@ def test_start_done_error_irq_w1c():
         # START while BUSY is ignored
         await axil_write(ctx, dut.bus, CSR["CTRL"].offset, 0b101)
         assert strobes["start"] == 1
-        ctx.set(dut.busy, 0)
-        ctx.set(dut.done, 1)
+        # the controller records an error during the run: held for it, hidden until done
+        assert (ctx.get(dut.error_held), ctx.get(dut.error_held_index)) == (0, 0)
+        ctx.set(dut.error_we, 1)
         ctx.set(dut.error_code, ErrorCode.DEADLOCK)
         ctx.set(dut.error_index, 7)
         await ctx.tick()
-        ctx.set(dut.done, 0)
+        ctx.set(dut.error_we, 0)
         ctx.set(dut.error_code, ErrorCode.NONE)
+        ctx.set(dut.error_index, 0)
+        assert (ctx.get(dut.error_held), ctx.get(dut.error_held_index)) == (1, 7)
+        assert await axil_read(ctx, dut.bus, status) == 0b001
+        assert await axil_read(ctx, dut.bus, CSR["ERROR_CODE"].offset) == 0
+        assert await axil_read(ctx, dut.bus, CSR["ERROR_INDEX"].offset) == 0
+        ctx.set(dut.busy, 0)
+        ctx.set(dut.done, 1)
+        await ctx.tick()
+        ctx.set(dut.done, 0)
         assert ctx.get(dut.irq) == 1
         assert await axil_read(ctx, dut.bus, status) == 0b110
         assert await axil_read(ctx, dut.bus, CSR["ERROR_CODE"].offset) == ErrorCode.DEADLOCK.value
@@ -190,8 +200,48 @@ def test_start_done_error_irq_w1c():
         assert await axil_read(ctx, dut.bus, status) == 0
         assert await axil_read(ctx, dut.bus, CSR["ERROR_CODE"].offset) == 0
         assert await axil_read(ctx, dut.bus, CSR["ERROR_INDEX"].offset) == 0
+        assert (ctx.get(dut.error_held), ctx.get(dut.error_held_index)) == (0, 0)
 
     _run(dut, bench, watch)
+
+
+def test_program_registers_hold_while_busy():
+    """PROG_ADDR and PROG_LEN ignore writes while BUSY (answered OKAY), take them again after."""
+    dut = CsrBlock(config=preset("tiny"))
+    board = Scoreboard()
+
+    async def bench(ctx):
+        for reg in ("PROG_ADDR", "PROG_LEN"):
+            await axil_write(ctx, dut.bus, CSR[reg].offset, 0x1234_5670)
+            board.write(reg, 0x1234_5670, 0xF)
+        ctx.set(dut.busy, 1)
+        for reg in ("PROG_ADDR", "PROG_LEN"):
+            await axil_write(ctx, dut.bus, CSR[reg].offset, 0xDEAD_BEE0)
+            board.check(reg, await axil_read(ctx, dut.bus, CSR[reg].offset))
+        assert (ctx.get(dut.prog_addr), ctx.get(dut.prog_len)) == (0x1234_5670, 0x1234_5670)
+        ctx.set(dut.busy, 0)
+        await axil_write(ctx, dut.bus, CSR["PROG_LEN"].offset, 0x0000_00A0, 0b0001)
+        board.write("PROG_LEN", 0x0000_00A0, 0b0001)
+        board.check("PROG_LEN", await axil_read(ctx, dut.bus, CSR["PROG_LEN"].offset))
+
+    _run(dut, bench)
+    assert not board.mismatches
+
+
+def test_scoreboard_catches_a_write_taken_while_busy():
+    """Expected fail: a reference that lets writes through while BUSY disagrees."""
+    dut = CsrBlock(config=preset("tiny"))
+    board = Scoreboard()
+
+    async def bench(ctx):
+        ctx.set(dut.busy, 1)
+        await axil_write(ctx, dut.bus, CSR["PROG_ADDR"].offset, 0xDEAD_BEE0)
+        board.write("PROG_ADDR", 0xDEAD_BEE0, 0xF)
+        board.check("PROG_ADDR", await axil_read(ctx, dut.bus, CSR["PROG_ADDR"].offset))
+
+    with pytest.raises(AssertionError, match="PROG_ADDR: read 0x00000000, expected 0xdeadbee0"):
+        _run(dut, bench)
+    assert board.mismatches
 
 
 # -- write strobes --------------------------------------------------------------------------
