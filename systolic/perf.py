@@ -7,7 +7,8 @@ start and a completion time:
   fetch unit reads instructions from system memory at a fixed rate) and dispatches it to
   its queue; it stalls, and every instruction behind it with it, while the target queue
   is full, i.e. until the instruction ``queue_depth`` places earlier in the same queue
-  has started.
+  has started; a queue of depth 1 has no storage, so fetch waits until the instruction
+  itself has started.
 * **Queues** run in order. An instruction starts when it has been dispatched
   (``+ dispatch``), its unit is free and every token it pops has been pushed
   (``+ token``); the ``k``-th pop of a channel waits for the ``k``-th push.
@@ -347,6 +348,10 @@ def _walk(config, words, p, conflicts, trace, record=False):
                 busy = conflicts.delay(("acc", i.addr // c.acc_depth), start, busy) - start
             elif i.opcode is Opcode.LOAD and i.dest == LoadDest.ACC.value:
                 busy = conflicts.delay(("any", i.addr // c.acc_depth), start, busy) - start
+        if depth[q] == 1:
+            # a queue of depth 1 has no storage: the decoded word waits in decode until
+            # its unit takes it, and every instruction behind it waits with it
+            fetch = max(fetch, start)
         free[q] = start + busy
         done = start + busy + tail
         if i.opcode is Opcode.MATMUL:
