@@ -10,11 +10,17 @@ from systolic.numerics import Activation, OutType
 from .params import ParamBuffer
 from .scratchpad import check_config
 
-__all__ = ["PostProcessor", "settings_layout", "LATENCY"]
+__all__ = ["PostProcessor", "settings_layout", "element_input", "LATENCY"]
 
 LATENCY = 4  # cycles from a beat's issue to its output beat being valid
 SERIAL_MBITS = 15       # bits of M in the serial engine (one lane, 16-bit M)
 SERIAL_ZERO_SHIFT = 63  # largest shift; the serial engine has no shortcut for any
+
+
+def element_input(config):
+    """Whether the post-processor of ``config`` takes one element per input transfer (the
+    serial engine: one lane, 16-bit M) rather than a whole accumulator row."""
+    return config.lanes == 1 and config.requant_bits == 16
 
 
 def settings_layout(config):
@@ -188,7 +194,7 @@ class PostProcessor(wiring.Component):
         check_config(config, "PostProcessor")
         self.config = config
         self.lanes = config.lanes
-        self.serial = config.lanes == 1 and config.requant_bits == 16
+        self.serial = element_input(config)
         if self.serial:
             self.beat_cycles, self.latency = self.serial_cycles(SERIAL_ZERO_SHIFT)
         else:
@@ -204,9 +210,14 @@ class PostProcessor(wiring.Component):
             "nbytes": unsigned(bits_for(4 * self.lanes)),
             "last": unsigned(1),
         })
+        if self.serial:
+            # One element and its column (which picks the per-channel parameters).
+            inp = {"elem": signed(32), "index": unsigned(max(1, ceil_log2(config.cols)))}
+        else:
+            inp = {"row": row}
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
-                "row": row, "settings": settings_layout(config)}))),
+                **inp, "settings": settings_layout(config)}))),
             "o": Out(stream.Signature(out)),
             "param_w": In(param_w),
         })
@@ -377,17 +388,14 @@ class PostProcessor(wiring.Component):
         for r, words in enumerate(rows):
             with m.If(w.en & (w.addr == r)):
                 m.d.sync += [word.eq(w.data[c][:len(word)]) for c, word in enumerate(words)]
-        k = Signal(range(cols))                  # element of the row
+        k = self.i.payload.index                 # column of the element
         read_shift = Signal()                    # read row param_addr + 1 (the shifts)
         word = Signal(mbits)
         m.d.comb += word.eq(Array(w for ws in rows for w in ws)[
-            Cat(k, st.param_addr + read_shift) if cols & (cols - 1) == 0
+            Cat(k[:ceil_log2(cols)], st.param_addr + read_shift) if cols & (cols - 1) == 0
             else (st.param_addr + read_shift) * cols + k])
 
-        acc = Signal(signed(32))
-        m.d.comb += acc.eq(self.i.payload.row[k])
-        last = Signal()
-        m.d.comb += last.eq((k == cols - 1) | (k + 1 >= st.length))
+        acc = self.i.payload.elem
 
         # The multiplier: R = (R + (M bit ? acc : 0)) >> 1 every step, with M's register
         # shifting right (zeros in), so once M's bits are used R just shifts out the
@@ -449,10 +457,8 @@ class PostProcessor(wiring.Component):
                         with m.If(~raw):
                             m.d.sync += r.eq(0)             # the output word's high bytes
             with m.State("OUT"):
-                m.d.comb += self.o.valid.eq(1)
+                m.d.comb += [self.o.valid.eq(1), self.i.ready.eq(self.o.ready)]
                 with m.If(self.o.ready):
-                    m.d.comb += self.i.ready.eq(last)
-                    m.d.sync += k.eq(Mux(last, 0, k + 1))
                     m.next = "START"
 
         # Clamp to the 10-bit bounds: only whether z lies below, inside or above
@@ -470,6 +476,6 @@ class PostProcessor(wiring.Component):
         m.d.comb += [
             out.data.eq(Cat(Mux(raw, Cat(zlow[9], r[:7]), byte), r[7:31])),
             out.nbytes.eq(Mux(raw, 4, 1)),
-            out.last.eq(last),
+            out.last.eq(1),
         ]
         return m

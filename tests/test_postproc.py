@@ -121,16 +121,21 @@ def run_postproc(cfg, items, params, *, seed=0, in_gaps=0.3, out_stalls=0.3):
             await ctx.tick()
         ctx.set(dut.param_w.en, 0)
         for row, s in items:
-            while rng.random() < in_gaps:
-                await ctx.tick()
-            ctx.set(dut.i.payload, {"row": row, "settings": s})
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
+            # The serial engine takes one element (and its column) per transfer.
+            inputs = ([{"elem": v, "index": k} for k, v in enumerate(row[:s["length"]])]
+                      if dut.serial else [{"row": row}])
+            for inp in inputs:
+                while rng.random() < in_gaps:
+                    await ctx.tick()
+                ctx.set(dut.i.payload, {**inp, "settings": s})
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+                ctx.set(dut.i.valid, 0)
 
     async def consumer(ctx):
         current = b""
         cycles = 0
+        beats = 0                       # of the current row
         while len(rows_out) < len(items):
             ready = rng.random() >= out_stalls
             ctx.set(dut.o.ready, ready)
@@ -141,9 +146,14 @@ def run_postproc(cfg, items, params, *, seed=0, in_gaps=0.3, out_stalls=0.3):
             if valid and ready:
                 nbytes = beat.nbytes
                 current += int(beat.data).to_bytes(4 * cfg.lanes, "little")[:nbytes]
-                if beat.last:
+                beats += 1
+                # A serial beat is the last of its element; the row ends with its length.
+                if dut.serial and beats < items[len(rows_out)][1]["length"]:
+                    assert beat.last
+                elif beat.last:
                     rows_out.append(current)
                     current = b""
+                    beats = 0
         result["cycles"] = cycles
 
     sim = Simulator(dut)
