@@ -31,7 +31,9 @@ def settings_layout(config):
     (:class:`~systolic.numerics.Activation`), ``per_channel``, ``param_addr`` (row of the
     per-channel multipliers; the shifts are the next row), ``multiplier`` (per-tensor M,
     ``requant_bits - 1`` bits), ``shift`` (per-tensor s, 0..63), ``zero_point``,
-    ``clamp_lo``, ``clamp_hi`` (signed 32-bit) and ``length`` (elements to emit, 1..cols).
+    ``clamp_lo``, ``clamp_hi`` (signed 10-bit: the store unit's narrowed bounds, see
+    :func:`~systolic.rtl.store_unit.narrow_bound`) and ``length`` (elements to emit,
+    1..cols).
     """
     return data.StructLayout({
         "out_type": unsigned(2),
@@ -41,10 +43,18 @@ def settings_layout(config):
         "multiplier": unsigned(config.requant_bits - 1),
         "shift": unsigned(6),
         "zero_point": signed(32),
-        "clamp_lo": signed(32),
-        "clamp_hi": signed(32),
+        "clamp_lo": signed(10),
+        "clamp_hi": signed(10),
         "length": unsigned(bits_for(config.cols)),
     })
+
+
+def wide_bounds(m, st):
+    """The clamp bounds of the settings ``st`` sign-extended to 32 bits."""
+    lo = Signal(signed(32))
+    hi = Signal(signed(32))
+    m.d.comb += [lo.eq(st.clamp_lo), hi.eq(st.clamp_hi)]
+    return lo, hi
 
 
 def row_bounds(m, st):
@@ -60,8 +70,9 @@ def row_bounds(m, st):
     int8 = st.out_type == OutType.INT8
     relu = st.activation == Activation.RELU
     clamp = st.activation == Activation.CLAMP
-    lower = Mux(relu, st.zero_point, st.clamp_lo)
-    upper = st.clamp_hi
+    clamp_lo, clamp_hi = wide_bounds(m, st)
+    lower = Mux(relu, st.zero_point, clamp_lo)
+    upper = clamp_hi
 
     def above_type(x):          # x > type_hi (127 or 255)
         return ~x[31] & Mux(int8, x[7:31].any(), x[8:31].any())
@@ -113,8 +124,9 @@ def serial_bounds(m, st, zp_high_sign):
         return x[31] & ~inside, ~x[31] & ~inside
 
     zp_below, zp_above = place(st.zero_point, zp_high_sign)
-    lo_below, lo_above = place(st.clamp_lo)
-    hi_below, hi_above = place(st.clamp_hi)
+    clamp_lo, clamp_hi = wide_bounds(m, st)
+    lo_below, lo_above = place(clamp_lo)
+    hi_below, hi_above = place(clamp_hi)
     l_above = Mux(relu, zp_above, lo_above)
     l_bits = Mux(relu, st.zero_point[:10], st.clamp_lo[:10])
     raw = Signal()
