@@ -9,7 +9,6 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
 from systolic.isa import CONFIG_DEFAULTS, ConfigReg, Opcode, Queue, StoreSrc
-from systolic.numerics import OutType
 
 from .dma_write import StoreCmd, chunk_bytes, chunk_layout
 from .load_unit import UnitSignature
@@ -166,7 +165,7 @@ class StoreUnit(wiring.Component):
         sent = (self.element_path if self.element else self.row_path)(m, run)
         s = self.pp_i.p.settings
         m.d.comb += [
-            s.out_type.eq(Mux(from_sp, OutType.INT32, out_type)),
+            s.out_type.eq(out_type),           # 3 (a scratchpad row) acts as INT32
             s.activation.eq(reg[ConfigReg.ACTIVATION]),
             s.per_channel.eq(per_channel),
             s.param_addr.eq(param_addr),
@@ -357,17 +356,25 @@ class StoreUnit(wiring.Component):
         boff = Signal(range(max(cfg.sp_width, 4 * cfg.cols, 4)))   # bytes sent of the row
         beat_final = ~raw | (boff[:2] == Mux(row_last, tail, 3))
         row_end = beat_final & row_last
+        # One adder gives the chunk's address (row address + boff) and, in the cycle after
+        # a row's last chunk (`step`, no chunk then: the next element is not out yet), the
+        # next row's address (row address + stride).
+        step = Signal()
+        addr = Signal(32)
+        m.d.comb += addr.eq(run.dram_addr + (boff | Mux(step, run.stride, 0)))
         out = self.store_rows
         m.d.comb += [
-            out.valid.eq(running & self.pp_o.valid),
+            out.valid.eq(running & self.pp_o.valid & ~step),
             out.p.data.eq(beat.data.word_select(Mux(raw, boff[:2], 0), 8)),
             out.p.nbytes.eq(1),
-            out.p.addr.eq(run.dram_addr + boff),
+            out.p.addr.eq(addr),
         ]
         chunk_go = out.valid & out.ready
         m.d.comb += self.pp_o.ready.eq(chunk_go & beat_final)
         with m.If(chunk_go):
             m.d.sync += boff.eq(boff + 1)
             with m.If(row_end):
-                m.d.sync += [boff.eq(0), run.dram_addr.eq(run.dram_addr + run.stride)]
-        return rd_left == 0
+                m.d.sync += [boff.eq(0), step.eq(1)]
+        with m.If(step):
+            m.d.sync += [run.dram_addr.eq(addr), step.eq(0)]
+        return (rd_left == 0) & ~step
