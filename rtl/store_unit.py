@@ -67,6 +67,14 @@ class StoreUnit(wiring.Component):
     * Every chunk carries its system-memory address: the row's address, which steps by
       the stride when the row's last chunk is taken, plus the bytes sent of the row.
 
+    With the serial post-processor (one lane and a 16-bit M, see
+    :func:`~systolic.rtl.postproc.element_input`) no row is held: the source row is
+    read again for each element (a scratchpad row for each 4-byte word, sent as an
+    INT32 element), only that element is held and offered on ``pp_i`` with its column,
+    and the next read is requested the cycle after the element's last chunk was taken.
+    The row's address steps by the stride in the cycle after its last chunk, through the
+    adder that gives the chunks' addresses.
+
     A STORE ends when every row was handed over: the unit raises ``store_cmd`` and
     completes, pushing its token, in the cycle the write engine answers on
     ``store_done`` (no B response owed). CONFIG and SYNC complete in the cycle they are
