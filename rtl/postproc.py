@@ -2,6 +2,7 @@
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
@@ -10,11 +11,17 @@ from systolic.numerics import Activation, OutType
 from .params import ParamBuffer
 from .scratchpad import check_config
 
-__all__ = ["PostProcessor", "settings_layout", "LATENCY"]
+__all__ = ["PostProcessor", "settings_layout", "element_input", "LATENCY"]
 
 LATENCY = 4  # cycles from a beat's issue to its output beat being valid
 SERIAL_MBITS = 15       # bits of M in the serial engine (one lane, 16-bit M)
 SERIAL_ZERO_SHIFT = 63  # largest shift; the serial engine has no shortcut for any
+
+
+def element_input(config):
+    """Whether the post-processor of ``config`` takes one element per input transfer (the
+    serial engine: one lane, 16-bit M) rather than a whole accumulator row."""
+    return config.lanes == 1 and config.requant_bits == 16
 
 
 def settings_layout(config):
@@ -24,7 +31,9 @@ def settings_layout(config):
     (:class:`~systolic.numerics.Activation`), ``per_channel``, ``param_addr`` (row of the
     per-channel multipliers; the shifts are the next row), ``multiplier`` (per-tensor M,
     ``requant_bits - 1`` bits), ``shift`` (per-tensor s, 0..63), ``zero_point``,
-    ``clamp_lo``, ``clamp_hi`` (signed 32-bit) and ``length`` (elements to emit, 1..cols).
+    ``clamp_lo``, ``clamp_hi`` (signed 10-bit: the store unit's narrowed bounds, see
+    :func:`~systolic.rtl.store_unit.narrow_bound`) and ``length`` (elements to emit,
+    1..cols).
     """
     return data.StructLayout({
         "out_type": unsigned(2),
@@ -34,10 +43,18 @@ def settings_layout(config):
         "multiplier": unsigned(config.requant_bits - 1),
         "shift": unsigned(6),
         "zero_point": signed(32),
-        "clamp_lo": signed(32),
-        "clamp_hi": signed(32),
+        "clamp_lo": signed(10),
+        "clamp_hi": signed(10),
         "length": unsigned(bits_for(config.cols)),
     })
+
+
+def wide_bounds(m, st):
+    """The clamp bounds of the settings ``st`` sign-extended to 32 bits."""
+    lo = Signal(signed(32))
+    hi = Signal(signed(32))
+    m.d.comb += [lo.eq(st.clamp_lo), hi.eq(st.clamp_hi)]
+    return lo, hi
 
 
 def row_bounds(m, st):
@@ -53,8 +70,9 @@ def row_bounds(m, st):
     int8 = st.out_type == OutType.INT8
     relu = st.activation == Activation.RELU
     clamp = st.activation == Activation.CLAMP
-    lower = Mux(relu, st.zero_point, st.clamp_lo)
-    upper = st.clamp_hi
+    clamp_lo, clamp_hi = wide_bounds(m, st)
+    lower = Mux(relu, st.zero_point, clamp_lo)
+    upper = clamp_hi
 
     def above_type(x):          # x > type_hi (127 or 255)
         return ~x[31] & Mux(int8, x[7:31].any(), x[8:31].any())
@@ -106,8 +124,9 @@ def serial_bounds(m, st, zp_high_sign):
         return x[31] & ~inside, ~x[31] & ~inside
 
     zp_below, zp_above = place(st.zero_point, zp_high_sign)
-    lo_below, lo_above = place(st.clamp_lo)
-    hi_below, hi_above = place(st.clamp_hi)
+    clamp_lo, clamp_hi = wide_bounds(m, st)
+    lo_below, lo_above = place(clamp_lo)
+    hi_below, hi_above = place(clamp_hi)
     l_above = Mux(relu, zp_above, lo_above)
     l_bits = Mux(relu, st.zero_point[:10], st.clamp_lo[:10])
     raw = Signal()
@@ -157,14 +176,18 @@ class PostProcessor(wiring.Component):
     With one lane and a 16-bit M (``icebreaker``) there is no multiplier and no barrel
     shifter: a shift-and-add engine forms ``acc * M`` one bit per cycle, least
     significant first, and the rounding shift, the zero point and the range check
-    follow the bits as they come out (see :meth:`elaborate_serial`); the parameter words
-    are read one at a time. An element started in cycle ``t`` is on ``o`` from
-    ``t + latency`` and the next element starts the cycle after it is taken, where
-    ``(beat_cycles, latency) = serial_cycles(s)``: ``latency = 2 + max(47, s + 32)``,
-    e.g. 49 for ``s <= 15``, 58 at ``s = 24``, 97 at ``s = 63`` (the worst case, the
-    value of the attributes ``beat_cycles`` and ``latency``: 98 and 97). An INT32
-    element takes 3 cycles (``serial_cycles(s, raw=True)``). ``i.ready`` comes with the
-    row's last beat taken on ``o``.
+    follow the bits as they come out (see :meth:`elaborate_serial`). It takes one
+    element at a time: ``i`` carries ``elem`` (the accumulator value), ``index`` (its
+    column, which picks the per-channel parameter words) and the settings, and is held
+    until the element's beat is taken on ``o`` (``ready`` comes with that beat, whose
+    ``last`` is always 1; ``settings.length`` is not used). The parameter rows live in
+    block RAM: the multipliers' row is read as the element starts, the shifts' row the
+    cycle after. An element started in cycle ``t`` is on ``o`` from ``t + latency`` and
+    the next element starts the cycle after it is taken, where
+    ``(beat_cycles, latency) = serial_cycles(s)``: ``latency = 3 + max(47, s + 32)``,
+    e.g. 50 for ``s <= 15``, 59 at ``s = 24``, 98 at ``s = 63`` (the worst case, the
+    value of the attributes ``beat_cycles`` and ``latency``: 99 and 98). An INT32
+    element takes 4 cycles (``serial_cycles(s, raw=True)``).
 
     Parameters
     ----------
@@ -174,10 +197,11 @@ class PostProcessor(wiring.Component):
     ----------
     i : In(stream.Signature(StructLayout({"row": ArrayLayout(signed(32), cols),
         "settings": settings_layout(config)})))
+        With the serial engine ``{"elem": signed(32), "index": ..., "settings": ...}``.
     o : Out(stream.Signature(StructLayout({"data": 32 * lanes, "nbytes": ..., "last": 1})))
     param_w : In(...)
         Write port of the parameter rows (a :class:`~systolic.rtl.params.ParamBuffer`,
-        or flip-flops read a word at a time in the serial engine); same signature.
+        or a block RAM read a row at a time in the serial engine); same signature.
     beat_cycles : int
         Cycles per output beat (at most, for the serial engine).
     latency : int
@@ -188,7 +212,7 @@ class PostProcessor(wiring.Component):
         check_config(config, "PostProcessor")
         self.config = config
         self.lanes = config.lanes
-        self.serial = config.lanes == 1 and config.requant_bits == 16
+        self.serial = element_input(config)
         if self.serial:
             self.beat_cycles, self.latency = self.serial_cycles(SERIAL_ZERO_SHIFT)
         else:
@@ -204,9 +228,14 @@ class PostProcessor(wiring.Component):
             "nbytes": unsigned(bits_for(4 * self.lanes)),
             "last": unsigned(1),
         })
+        if self.serial:
+            # One element and its column (which picks the per-channel parameters).
+            inp = {"elem": signed(32), "index": unsigned(max(1, ceil_log2(config.cols)))}
+        else:
+            inp = {"row": row}
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
-                "row": row, "settings": settings_layout(config)}))),
+                **inp, "settings": settings_layout(config)}))),
             "o": Out(stream.Signature(out)),
             "param_w": In(param_w),
         })
@@ -216,8 +245,8 @@ class PostProcessor(wiring.Component):
         """``(beat_cycles, latency)`` of one element of the serial engine (one lane,
         16-bit M): requantized with the shift ``shift``, or an INT32 element (``raw``)."""
         if raw:
-            return 3, 2
-        latency = 2 + max(SERIAL_MBITS + 32, shift + 32)
+            return 4, 3
+        latency = 3 + max(SERIAL_MBITS + 32, shift + 32)
         return latency + 1, latency
 
     def elaborate(self, platform):
@@ -367,27 +396,32 @@ class PostProcessor(wiring.Component):
         zp_high_sign = Signal()
         raw, lo, hi = serial_bounds(m, st, zp_high_sign)
 
-        # Parameter rows, written a row at a time, read a word at a time. A row below the
-        # last may be a multiplier row (low `mbits` bits used); the last row can only be
-        # a shift row (row param_addr + 1), so it keeps the 6 bits of a shift.
-        nrows = cfg.param_rows
-        rows = [[Signal(mbits if r < nrows - 1 else 6, name=f"param{r}_{c}")
-                 for c in range(cols)] for r in range(nrows)]
+        # Parameter rows in a memory (block RAM), written a row at a time; the row of the
+        # multipliers is read in START, that of the shifts in MULT (held from then on in
+        # the read register, which becomes the block RAM's own), and the element's column
+        # picks the word. Only the low `mbits` bits of a word are kept (6 used for a
+        # shift). ``no_rw_check``: a row is not read while LOAD writes it (the tokens
+        # order them), so no read-during-write emulation is added; ``ram_style``: the
+        # memory is small, but block RAM is what the iCE40 has spare.
+        params = Memory(shape=data.ArrayLayout(unsigned(mbits), cols), depth=cfg.param_rows,
+                        init=[], attrs={"no_rw_check": 1, "ram_style": "block"})
+        m.submodules.params = params
         w = self.param_w
-        for r, words in enumerate(rows):
-            with m.If(w.en & (w.addr == r)):
-                m.d.sync += [word.eq(w.data[c][:len(word)]) for c, word in enumerate(words)]
-        k = Signal(range(cols))                  # element of the row
+        wp = params.write_port()
+        rp = params.read_port(domain="comb")
+        m.d.comb += [wp.en.eq(w.en), wp.addr.eq(w.addr),
+                     wp.data.eq(Cat(*(word[:mbits] for word in w.data)))]
+        k = self.i.payload.index                 # column of the element
         read_shift = Signal()                    # read row param_addr + 1 (the shifts)
+        read = Signal()
+        prow = Signal(data.ArrayLayout(unsigned(mbits), cols), reset_less=True)
+        m.d.comb += rp.addr.eq(st.param_addr + read_shift)
+        with m.If(read):
+            m.d.sync += prow.eq(rp.data)
         word = Signal(mbits)
-        m.d.comb += word.eq(Array(w for ws in rows for w in ws)[
-            Cat(k, st.param_addr + read_shift) if cols & (cols - 1) == 0
-            else (st.param_addr + read_shift) * cols + k])
+        m.d.comb += word.eq(Array(prow[c] for c in range(cols))[k])
 
-        acc = Signal(signed(32))
-        m.d.comb += acc.eq(self.i.payload.row[k])
-        last = Signal()
-        m.d.comb += last.eq((k == cols - 1) | (k + 1 >= st.length))
+        acc = self.i.payload.elem
 
         # The multiplier: R = (R + (M bit ? acc : 0)) >> 1 every step, with M's register
         # shifting right (zeros in), so once M's bits are used R just shifts out the
@@ -425,12 +459,16 @@ class PostProcessor(wiring.Component):
         multiplier = Mux(st.per_channel, word, st.multiplier)
         with m.FSM():
             with m.State("START"):
-                m.d.sync += [q.eq(multiplier), r.eq(0), t.eq(0), j.eq(0), carry.eq(0),
+                m.d.comb += read.eq(1)
+                m.d.sync += [r.eq(0), t.eq(0), j.eq(0), carry.eq(0),
                              ovf.eq(0), zp_high_sign.eq(1)]
                 with m.If(self.i.valid):
-                    m.next = "RUN"
+                    m.next = "MULT"
+            with m.State("MULT"):
+                m.d.comb += [read.eq(1), read_shift.eq(1)]
+                m.d.sync += q.eq(multiplier)
+                m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += read_shift.eq(1)
                 m.d.sync += [r.eq(total >> 1), q.eq(q >> 1), t.eq(t + 1)]
                 with m.If(~raw & (t < shift)):
                     m.d.sync += carry.eq(pbit)
@@ -449,10 +487,8 @@ class PostProcessor(wiring.Component):
                         with m.If(~raw):
                             m.d.sync += r.eq(0)             # the output word's high bytes
             with m.State("OUT"):
-                m.d.comb += self.o.valid.eq(1)
+                m.d.comb += [self.o.valid.eq(1), self.i.ready.eq(self.o.ready)]
                 with m.If(self.o.ready):
-                    m.d.comb += self.i.ready.eq(last)
-                    m.d.sync += k.eq(Mux(last, 0, k + 1))
                     m.next = "START"
 
         # Clamp to the 10-bit bounds: only whether z lies below, inside or above
@@ -470,6 +506,6 @@ class PostProcessor(wiring.Component):
         m.d.comb += [
             out.data.eq(Cat(Mux(raw, Cat(zlow[9], r[:7]), byte), r[7:31])),
             out.nbytes.eq(Mux(raw, 4, 1)),
-            out.last.eq(last),
+            out.last.eq(1),
         ]
         return m

@@ -121,16 +121,21 @@ def run_postproc(cfg, items, params, *, seed=0, in_gaps=0.3, out_stalls=0.3):
             await ctx.tick()
         ctx.set(dut.param_w.en, 0)
         for row, s in items:
-            while rng.random() < in_gaps:
-                await ctx.tick()
-            ctx.set(dut.i.payload, {"row": row, "settings": s})
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
+            # The serial engine takes one element (and its column) per transfer.
+            inputs = ([{"elem": v, "index": k} for k, v in enumerate(row[:s["length"]])]
+                      if dut.serial else [{"row": row}])
+            for inp in inputs:
+                while rng.random() < in_gaps:
+                    await ctx.tick()
+                ctx.set(dut.i.payload, {**inp, "settings": s})
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+                ctx.set(dut.i.valid, 0)
 
     async def consumer(ctx):
         current = b""
         cycles = 0
+        beats = 0                       # of the current row
         while len(rows_out) < len(items):
             ready = rng.random() >= out_stalls
             ctx.set(dut.o.ready, ready)
@@ -141,9 +146,14 @@ def run_postproc(cfg, items, params, *, seed=0, in_gaps=0.3, out_stalls=0.3):
             if valid and ready:
                 nbytes = beat.nbytes
                 current += int(beat.data).to_bytes(4 * cfg.lanes, "little")[:nbytes]
-                if beat.last:
+                beats += 1
+                # A serial beat is the last of its element; the row ends with its length.
+                if dut.serial and beats < items[len(rows_out)][1]["length"]:
+                    assert beat.last
+                elif beat.last:
                     rows_out.append(current)
                     current = b""
+                    beats = 0
         result["cycles"] = cycles
 
     sim = Simulator(dut)
@@ -245,7 +255,7 @@ def test_serial_engine_rate_for_one_lane_and_16_bit_m():
     shift-and-add engine: ``serial_cycles(s)`` cycles per element, still bit-exact."""
     cfg = make_config(4, 1, 16)
     dut = PostProcessor(config=cfg)
-    assert (dut.beat_cycles, dut.latency) == PostProcessor.serial_cycles(63) == (98, 97)
+    assert (dut.beat_cycles, dut.latency) == PostProcessor.serial_cycles(63) == (99, 98)
     rng = np.random.default_rng(6)
     params = random_params(rng, cfg)
     for shift in (15, 24, 0, 63):
@@ -264,8 +274,8 @@ def test_serial_engine_rate_for_one_lane_and_16_bit_m():
              for row, s in random_rows(rng, cfg, 10)]
     got, cycles = run_postproc(cfg, items, params, in_gaps=0.0, out_stalls=0.0)
     check_rows([expected_bytes(cfg, r, s, params) for r, s in items], got)
-    assert PostProcessor.serial_cycles(0, raw=True) == (3, 2)
-    assert cycles <= len(items) * cfg.cols * 3 + cfg.param_rows + 2
+    assert PostProcessor.serial_cycles(0, raw=True) == (4, 3)
+    assert cycles <= len(items) * cfg.cols * 4 + cfg.param_rows + 2
 
 
 def serial_edge_items(cfg):
