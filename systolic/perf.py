@@ -223,7 +223,8 @@ def _timing(c, p, i, lat_array, shift=0):
         per_row = -(-i.length // lanes)
         element = _serial_element_cycles(c, i, shift)
         if element is not None:
-            per_row = i.length * element
+            # the serial store path reads the row again for each element (2 cycles)
+            per_row = i.length * (element + 2)
         rows = max(i.n_rows * p.store_row, i.n_rows * per_row, beats)
         return rows + p.store_overhead, p.store_tail, 0, i.n_rows * nb
     if op is Opcode.MATMUL:
