@@ -4,7 +4,7 @@ The protocol (constants, framing, CRC) is defined once in :mod:`systolic.runtime
 and described in ``docs/protocol.md``.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -29,7 +29,7 @@ from systolic.runtime.protocol import (
 from .sysmem import AXI_OKAY, MemPortSignature
 from .uart import UartRx, UartTx, check_divisor
 
-__all__ = ["AXIL_SIGNATURE", "SerialCrc16", "SerialCounters", "Bridge"]
+__all__ = ["AXIL_SIGNATURE", "SerialCrc16", "EventCounters", "Bridge"]
 
 AXIL_SIGNATURE = AXI4LiteSignature(addr_width=32, data_width=32)
 """The bridge's CSR master bus (flat ``m_axil_*`` ports with the standard names)."""
@@ -85,48 +85,67 @@ class SerialCrc16(wiring.Component):
         return m
 
 
-TICK = 32     # cycles per turn of the SerialCounters ring
-HALF = 16     # bits per row of the frame buffer
+def falling_edge(m, name):
+    """Add to ``m`` the clock domain ``name`` on the falling edge of the ``sync`` clock;
+    return ``name``.
+
+    Block RAM write ports of the bridge run in it: a write lands half a cycle after its
+    inputs settle, before the next rising edge, so a read of the same row in the next
+    cycle sees it. A write port in the read port's domain would instead need soft logic
+    (about 60 logic cells per RAM on the iCE40) to give a read of the row written in the
+    same cycle its old value, which the bridge never asks for.
+    """
+    m.domains += ClockDomain(name, clk_edge="neg", local=True, reset_less=True)
+    m.d.comb += ClockSignal(name).eq(ClockSignal("sync"))
+    return name
 
 
-class SerialCounters(wiring.Component):
-    """Four 16-bit wrapping event counters in one 64-bit ring with a 2-bit serial adder.
+TICK = 32     # cycles per turn of the EventCounters phase
+HALF = 16     # bits per row of the frame buffer and of the counter RAM
 
-    The ring rotates by 2 bits every cycle, so each counter passes the adder once every
-    32 cycles; an event waits in a pending bit until its counter comes round. Events of
-    one counter must therefore be at least 32 cycles apart (the bridge counts at most one
-    per received byte, and a byte lasts at least 37 cycles at 4 clocks per bit).
+
+class EventCounters(wiring.Component):
+    """Four 16-bit wrapping event counters and the PING word in one block RAM.
+
+    A free-running 5-bit ``phase`` walks the RAM's 8 rows, two cycles per row (rows
+    0..3: the counters in the order of the STATUS payload; rows 4 and 5: the PING word's
+    low and high halves): the row is read while ``phase[0]`` is low, and while it is
+    high ``data`` shows row ``phase[1:4]`` and one shared incrementer writes that row
+    back plus one if its counter has an event pending. An event waits in a pending bit
+    until its counter comes round, so events of one counter must be at least 16 cycles
+    apart (the bridge counts at most one per received byte).
 
     Attributes
     ----------
     inc : In(4)
         One bit per counter: count one event.
     phase : Out(5)
-        Ring position: the ring has rotated by ``2 * phase`` bits.
-    window : Out(32)
-        The ring's low 32 bits: counters 0 and 1 when ``phase`` is 0, counters 2 and 3
-        when it is 16 (an event is visible at the latest 32 cycles after ``inc``).
+        Free-running cycle count.
+    data : Out(16)
+        Row ``phase[1:4]`` while ``phase[0]`` is high (a counter shows an event at the
+        latest 18 cycles after ``inc``).
     """
 
     inc: In(4)
     phase: Out(5)
-    window: Out(32)
+    data: Out(HALF)
 
     def elaborate(self, platform):
         m = Module()
-        ring = Signal(64)
+        words = [0] * 4 + [PING_WORD & 0xFFFF, PING_WORD >> HALF, 0, 0]
+        m.submodules.ram = ram = Memory(shape=HALF, depth=len(words), init=words)
+        rd, wr = ram.read_port(), ram.write_port(domain=falling_edge(m, "counter_write"))
+        m.d.sync += self.phase.eq(self.phase + 1)
+        # two cycles per row: read it, then write it back plus one
+        row = self.phase[1:4]
         pending = Signal(4)
-        carry = Signal()
-        m.d.comb += self.window.eq(ring[:32])
-        counter, first = self.phase[3:], self.phase[:3] == 0   # 8 cycles per counter
-        carry_in = Mux(first, pending.bit_select(counter, 1), carry)
-        low = ring[0] & carry_in
-        m.d.sync += [
-            ring.eq(Cat(ring[2:], ring[0] ^ carry_in, ring[1] ^ low)),
-            carry.eq(ring[1] & low),
-            self.phase.eq(self.phase + 1),
+        taken = Signal(4)
+        m.d.comb += [
+            rd.addr.eq(row), self.data.eq(rd.data),
+            wr.addr.eq(row), wr.data.eq(rd.data + 1),
+            wr.en.eq(self.phase[0] & ~row[2] & pending.bit_select(row[:2], 1)),
+            taken.eq(Mux(wr.en, 1 << row[:2], 0)),
         ]
-        taken = Mux(first, 1 << counter, 0)
         m.d.sync += pending.eq(pending & ~taken | self.inc)
         return m
 
@@ -212,7 +231,7 @@ class Bridge(wiring.Component):
         # halfword rows (one block RAM): word w is rows 2 w (low half) and 2 w + 1
         m.submodules.buffer = buffer = Memory(shape=HALF, depth=2 * words, init=[])
         buf_rd = buffer.read_port()
-        buf_wr = buffer.write_port(granularity=8)
+        buf_wr = buffer.write_port(granularity=8, domain=falling_edge(m, "buffer_write"))
 
         # the request: SEQ and CMD, then ADDR and LEN shifted in from the top
         seq, cmd, status = Signal(8), Signal(8), Signal(3)
@@ -252,7 +271,7 @@ class Bridge(wiring.Component):
         low_half, high_half = Signal(HALF), Signal(HALF)
 
         # the STATUS counters, in the order of the STATUS payload
-        m.submodules.counters = counters = SerialCounters()
+        m.submodules.counters = counters = EventCounters()
         crc_errors, truncated, bad_requests, discarded = range(4)
 
         # one up-counter of 32-cycle ticks (the counters' ring turns once per tick): the
@@ -274,17 +293,13 @@ class Bridge(wiring.Component):
         rx_byte, rx_valid = urx.o.payload, urx.o.valid
         data = Signal(8)
         m.d.comb += data.eq(rx_byte ^ Mux(escaped, ESC_XOR, 0))
-        # bytes into the buffer: a payload byte, or one of the PING or STATUS payload
-        byte_in, local = Signal(8), Signal()
-        ping_byte = Const(PING_WORD, 32).word_select(lane, 8)
-        m.d.comb += byte_in.eq(Mux(local, Mux(is_ping, ping_byte, counters.window[:8]), data))
 
         def take_byte():
-            """``byte_in`` goes into the buffer position, which moves on (no payload byte
+            """``data`` goes into the buffer position, which moves on (no payload byte
             lies beyond the buffer's end: bytes there, the CRC's or those of a frame too
             long, are dropped)."""
             m.d.comb += [buf_wr.en.eq(Mux(widx[-1], 0, Mux(lane[0], 0b10, 0b01))),
-                         buf_wr.data.eq(byte_in.replicate(2))]
+                         buf_wr.data.eq(data.replicate(2))]
             next_byte()
 
         # output byte -> stuffer -> UART TX; the sequencer waits for the CRC engine, which
@@ -410,7 +425,7 @@ class Bridge(wiring.Component):
                     m.d.sync += status.eq(check)
                     rewind()
                     m.next = "NEXT"
-                    with m.If(check != Status.OK):
+                    with m.If((check != Status.OK) | is_ping | is_status):
                         m.next = "RESPOND"
 
             with m.State("NEXT"):               # buffer word widx appears on buf_rd.data
@@ -418,8 +433,6 @@ class Bridge(wiring.Component):
                 with m.If(widx == exec_words):
                     rewind()
                     m.next = "RESPOND"
-                with m.Elif(is_ping | is_status):
-                    m.next = "LOCAL"
                 with m.Elif(is_write):          # the word's high half is read next
                     next_half()
                     m.next = "FETCH"
@@ -440,14 +453,6 @@ class Bridge(wiring.Component):
                 store(high_half)
                 next_half()
                 m.next = "NEXT"
-
-            with m.State("LOCAL"):              # the PING word, or the STATUS counters
-                m.d.comb += local.eq(1)
-                # the counters' ring shows STATUS payload byte k in its low byte at phase 4 k
-                with m.If(is_ping | (counters.phase == Cat(Const(0, 2), lane, widx[0]))):
-                    take_byte()
-                    with m.If(lane == 3):
-                        m.next = "NEXT"
 
             with m.State("MEM"):
                 m.d.comb += mem.valid.eq(1)
@@ -512,8 +517,13 @@ class Bridge(wiring.Component):
                 with m.If((lane == 0) & (widx == resp_words)):
                     m.next = "CRC"
                 with m.Else():
-                    m.d.comb += [out_valid.eq(~crc.busy),
-                                 out_byte.eq(buf_rd.data.word_select(lane[0], 8))]
+                    # PING and STATUS payloads come from the counter RAM, as its rows pass
+                    shown = counters.phase[:4] == Cat(Const(1, 1), lane[1], widx[0], is_ping)
+                    m.d.comb += [
+                        out_valid.eq(~crc.busy & (~no_length | shown)),
+                        out_byte.eq(Mux(no_length, counters.data, buf_rd.data)
+                                    .word_select(lane[0], 8)),
+                    ]
                     with m.If(sent):
                         m.d.comb += [crc.byte.eq(out_byte), crc.feed.eq(1)]
                         next_byte()
