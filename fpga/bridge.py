@@ -101,7 +101,7 @@ def falling_edge(m, name):
 
 
 TICK = 32     # cycles per turn of the EventCounters phase
-HALF = 16     # bits per row of the frame buffer and of the counter RAM
+HALF = 16     # bits per row of the counter RAM
 
 
 class EventCounters(wiring.Component):
@@ -228,8 +228,8 @@ class Bridge(wiring.Component):
             m.d.sync += self.framing_errors[0].eq(~self.framing_errors[0])
 
         words = MAX_PAYLOAD // WORD_BYTES
-        # halfword rows (one block RAM): word w is rows 2 w (low half) and 2 w + 1
-        m.submodules.buffer = buffer = Memory(shape=HALF, depth=2 * words, init=[])
+        # one 32-bit row per word (two block RAMs side by side)
+        m.submodules.buffer = buffer = Memory(shape=32, depth=words, init=[])
         buf_rd = buffer.read_port()
         buf_wr = buffer.write_port(granularity=8, domain=falling_edge(m, "buffer_write"))
 
@@ -247,7 +247,7 @@ class Bridge(wiring.Component):
         # buffer position, shared by the parser, the executor and the response: the word
         # index and the byte lane in it (the header's byte count while a header moves)
         widx, lane = Signal(range(words + 1)), Signal(2)
-        m.d.comb += [buf_rd.addr.eq(Cat(lane[1], widx)), buf_wr.addr.eq(Cat(lane[1], widx))]
+        m.d.comb += [buf_rd.addr.eq(widx), buf_wr.addr.eq(widx)]
         # words to execute, and words to send back (none after a NAK or a write)
         exec_words, resp_words = Signal(range(words + 1)), Signal(range(words + 1))
         m.d.comb += [
@@ -267,8 +267,6 @@ class Bridge(wiring.Component):
         # body bytes still to come after the header, less one: negative at the last one
         remaining = Signal(17)
         escaped = Signal()
-        # bus words pass the halfword buffer through these halves
-        low_half, high_half = Signal(HALF), Signal(HALF)
 
         # the STATUS counters, in the order of the STATUS payload
         m.submodules.counters = counters = EventCounters()
@@ -298,8 +296,8 @@ class Bridge(wiring.Component):
             """``data`` goes into the buffer position, which moves on (no payload byte
             lies beyond the buffer's end: bytes there, the CRC's or those of a frame too
             long, are dropped)."""
-            m.d.comb += [buf_wr.en.eq(Mux(widx[-1], 0, Mux(lane[0], 0b10, 0b01))),
-                         buf_wr.data.eq(data.replicate(2))]
+            m.d.comb += [buf_wr.en.eq(Mux(widx[-1], 0, 1 << lane)),
+                         buf_wr.data.eq(data.replicate(4))]
             next_byte()
 
         # output byte -> stuffer -> UART TX; the sequencer waits for the CRC engine, which
@@ -320,7 +318,7 @@ class Bridge(wiring.Component):
         # the executor: word widx at ADDR + 4 * widx, data from or to the buffer
         word_addr = Signal(32)
         m.d.comb += word_addr.eq(Cat(addr[:2], addr[2:] + widx))
-        bus_wdata = Cat(low_half, buf_rd.data)
+        bus_wdata = buf_rd.data
         m.d.comb += [self.mem.addr.eq(word_addr), self.mem.wdata.eq(bus_wdata),
                      self.mem.we.eq(is_write)]
         for prefix in ("aw", "ar"):
@@ -330,24 +328,12 @@ class Bridge(wiring.Component):
         axil = {name: getattr(self, "m_axil_" + name) for name in AXIL_SIGNATURE.members}
         aw_done, w_done = Signal(), Signal()
 
-        def store(value):
-            m.d.comb += [buf_wr.en.eq(0b11), buf_wr.data.eq(value)]
-
-        def next_half():
-            m.d.sync += lane[1].eq(~lane[1])
-            with m.If(lane[1]):
-                m.d.sync += widx.eq(widx + 1)
-
         def bus_done(rdata):
-            """A bus word moved: a read's low half goes to the buffer now, its high half
-            next (state HIGH); a write is done."""
+            """A bus word moved: a read's word goes to the buffer; on to the next word."""
             with m.If(~is_write):
-                store(rdata[:HALF])
-            m.d.sync += high_half.eq(rdata[HALF:])
-            next_half()
-            m.next = "HIGH"
-            with m.If(is_write):
-                m.next = "NEXT"
+                m.d.comb += [buf_wr.en.eq(0b1111), buf_wr.data.eq(rdata)]
+            m.d.sync += widx.eq(widx + 1)
+            m.next = "NEXT"
 
         def respond(code):
             """Answer ``code`` (with the payload words the request asks for if OK)."""
@@ -428,31 +414,19 @@ class Bridge(wiring.Component):
                     with m.If((check != Status.OK) | is_ping | is_status):
                         m.next = "RESPOND"
 
-            with m.State("NEXT"):               # buffer word widx appears on buf_rd.data
+            with m.State("NEXT"):               # buffer word widx is read
                 m.d.sync += [aw_done.eq(0), w_done.eq(0)]
                 with m.If(widx == exec_words):
                     rewind()
                     m.next = "RESPOND"
-                with m.Elif(is_write):          # the word's high half is read next
-                    next_half()
-                    m.next = "FETCH"
                 with m.Else():
                     m.next = "BUS"
 
-            with m.State("FETCH"):              # the low half appears on buf_rd.data
-                m.d.sync += low_half.eq(buf_rd.data)
-                m.next = "BUS"
-
-            with m.State("BUS"):
+            with m.State("BUS"):                # and appears on buf_rd.data
                 with m.If(is_csr):
                     m.next = "CSR_REQUEST"
                 with m.Else():
                     m.next = "MEM"
-
-            with m.State("HIGH"):               # a read word's high half
-                store(high_half)
-                next_half()
-                m.next = "NEXT"
 
             with m.State("MEM"):
                 m.d.comb += mem.valid.eq(1)
@@ -521,8 +495,8 @@ class Bridge(wiring.Component):
                     shown = counters.phase[:4] == Cat(Const(1, 1), lane[1], widx[0], is_ping)
                     m.d.comb += [
                         out_valid.eq(~crc.busy & (~no_length | shown)),
-                        out_byte.eq(Mux(no_length, counters.data, buf_rd.data)
-                                    .word_select(lane[0], 8)),
+                        out_byte.eq(Mux(no_length, counters.data.word_select(lane[0], 8),
+                                        buf_rd.data.word_select(lane, 8))),
                     ]
                     with m.If(sent):
                         m.d.comb += [crc.byte.eq(out_byte), crc.feed.eq(1)]
