@@ -234,10 +234,13 @@ class Bridge(wiring.Component):
         buf_wr = buffer.write_port(granularity=8, domain=falling_edge(m, "buffer_write"))
 
         # the request: SEQ and CMD, then ADDR and LEN shifted in from the top
-        seq, cmd, status = Signal(8), Signal(8), Signal(3)
+        seq = Signal(8, name="seq")
+        cmd = Signal(8, name="cmd")
+        status = Signal(3, name="status")
         fields = Signal(8 * (REQUEST_HEADER_BYTES - 2))
         addr, length = fields[:32], fields[32:]
-        is_write, is_csr = Signal(), Signal()
+        is_write = Signal(name="is_write")
+        is_csr = Signal(name="is_csr")
         is_ping, is_status = cmd == Command.PING, cmd == Command.STATUS
         m.d.comb += [
             is_write.eq(cmd.matches(*(int(c) for c in WRITE_COMMANDS))),
@@ -246,10 +249,12 @@ class Bridge(wiring.Component):
 
         # buffer position, shared by the parser, the executor and the response: the word
         # index and the byte lane in it (the header's byte count while a header moves)
-        widx, lane = Signal(range(words + 1)), Signal(2)
+        widx = Signal(range(words + 1), name="widx")
+        lane = Signal(2, name="lane")
         m.d.comb += [buf_rd.addr.eq(widx), buf_wr.addr.eq(widx)]
         # words to execute, and words to send back (none after a NAK or a write)
-        exec_words, resp_words = Signal(range(words + 1)), Signal(range(words + 1))
+        exec_words = Signal(range(words + 1), name="exec_words")
+        resp_words = Signal(range(words + 1), name="resp_words")
         m.d.comb += [
             exec_words.eq(Mux(is_ping, 1, Mux(is_status, STATUS_BYTES // WORD_BYTES,
                                                 length[2:]))),
@@ -278,7 +283,9 @@ class Bridge(wiring.Component):
         frame_ticks, bus_ticks = (-(-(limit - 1) // TICK) + 1
                                   for limit in (self.timeout, self.bus_timeout))
         timer = Signal(range(max(frame_ticks, bus_ticks) + 1))
-        listening, timer_run, timer_restart = Signal(), Signal(), Signal()
+        listening = Signal(name="listening")
+        timer_run = Signal(name="timer_run")
+        timer_restart = Signal(name="timer_restart")
         with m.If(timer_restart | ~timer_run):
             m.d.sync += timer.eq(0)
         with m.Elif(counters.phase == TICK - 1):
@@ -302,7 +309,10 @@ class Bridge(wiring.Component):
 
         # output byte -> stuffer -> UART TX; the sequencer waits for the CRC engine, which
         # also gives the buffer's read port its cycle
-        out_byte, out_raw, out_valid, out_ready = Signal(8), Signal(), Signal(), Signal()
+        out_byte = Signal(8, name="out_byte")
+        out_raw = Signal(name="out_raw")
+        out_valid = Signal(name="out_valid")
+        out_ready = Signal(name="out_ready")
         second = Signal()
         needs_escape = ~out_raw & ((out_byte == SOF) | (out_byte == ESC))
         m.d.comb += [
@@ -315,9 +325,21 @@ class Bridge(wiring.Component):
         sent = Signal()
         m.d.comb += sent.eq(out_valid & out_ready)
 
-        # the executor: word widx at ADDR + 4 * widx, data from or to the buffer
-        word_addr = Signal(32)
-        m.d.comb += word_addr.eq(Cat(addr[:2], addr[2:] + widx))
+        # the executor: word widx at ADDR, which goes up by 4 after each word, data from or
+        # to the buffer
+        word_addr = addr
+        # ADDR and LEN are shifted in from the top a byte at a time; ADDR rotates through
+        # a byte adder to step
+        shift_in = Signal(name="shift_in")
+        step = Signal(name="step")
+        carry = Signal(name="carry")
+        total = addr[:8] + Mux(lane == 0, WORD_BYTES, carry)
+        with m.If(shift_in | step):
+            m.d.sync += addr.eq(Cat(addr[8:], Mux(step, total[:8], length[:8])))
+        with m.If(step):
+            m.d.sync += carry.eq(total[8])
+        with m.If(shift_in):
+            m.d.sync += length.eq(Cat(length[8:], data))
         bus_wdata = buf_rd.data
         m.d.comb += [self.mem.addr.eq(word_addr), self.mem.wdata.eq(bus_wdata),
                      self.mem.we.eq(is_write)]
@@ -326,14 +348,15 @@ class Bridge(wiring.Component):
         m.d.comb += [self.m_axil_wdata.eq(bus_wdata), self.m_axil_wstrb.eq(0xF)]
         mem = self.mem
         axil = {name: getattr(self, "m_axil_" + name) for name in AXIL_SIGNATURE.members}
-        aw_done, w_done = Signal(), Signal()
+        aw_done = Signal(name="aw_done")
+        w_done = Signal(name="w_done")
 
         def bus_done(rdata):
             """A bus word moved: a read's word goes to the buffer; on to the next word."""
             with m.If(~is_write):
                 m.d.comb += [buf_wr.en.eq(0b1111), buf_wr.data.eq(rdata)]
             m.d.sync += widx.eq(widx + 1)
-            m.next = "NEXT"
+            m.next = "STEP"
 
         def respond(code):
             """Answer ``code`` (with the payload words the request asks for if OK)."""
@@ -387,7 +410,7 @@ class Bridge(wiring.Component):
             with m.State("HEADER"):
                 with m.If(frame_byte()):
                     next_byte()
-                    m.d.sync += fields.eq(Cat(fields[8:], data))
+                    m.d.comb += shift_in.eq(1)
                     with m.Switch(Cat(lane, widx[0])):
                         with m.Case(0):
                             m.d.sync += seq.eq(data)
@@ -427,6 +450,12 @@ class Bridge(wiring.Component):
                     m.next = "CSR_REQUEST"
                 with m.Else():
                     m.next = "MEM"
+
+            with m.State("STEP"):               # ADDR += 4, a byte per cycle (lane counts)
+                m.d.comb += step.eq(1)
+                m.d.sync += lane.eq(lane + 1)
+                with m.If(lane == 3):
+                    m.next = "NEXT"
 
             with m.State("MEM"):
                 m.d.comb += mem.valid.eq(1)
