@@ -229,9 +229,14 @@ class Bridge(wiring.Component):
 
         words = MAX_PAYLOAD // WORD_BYTES
         # one 32-bit row per word (two block RAMs side by side)
-        m.submodules.buffer = buffer = Memory(shape=32, depth=words, init=[])
-        buf_rd = buffer.read_port()
-        buf_wr = buffer.write_port(granularity=8, domain=falling_edge(m, "buffer_write"))
+        # two buffers of 32-bit words (two block RAMs each), so that neither needs a
+        # multiplexer on its write data: the payload received (bytes), and the words read
+        m.submodules.payload = payload = Memory(shape=32, depth=words, init=[])
+        m.submodules.results = results = Memory(shape=32, depth=words, init=[])
+        buf_rd = payload.read_port()
+        buf_wr = payload.write_port(granularity=8, domain=falling_edge(m, "buffer_write"))
+        res_rd = results.read_port()
+        res_wr = results.write_port(domain="buffer_write")
 
         # the request: SEQ and CMD, then ADDR and LEN shifted in from the top
         seq = Signal(8, name="seq")
@@ -251,7 +256,9 @@ class Bridge(wiring.Component):
         # index and the byte lane in it (the header's byte count while a header moves)
         widx = Signal(range(words + 1), name="widx")
         lane = Signal(2, name="lane")
-        m.d.comb += [buf_rd.addr.eq(widx), buf_wr.addr.eq(widx)]
+        m.d.comb += [buf_rd.addr.eq(widx), buf_wr.addr.eq(widx),
+                     res_rd.addr.eq(widx), res_wr.addr.eq(widx),
+                     res_wr.data.eq(Mux(is_csr, self.m_axil_rdata, self.mem.rdata))]
         # words to execute, and words to send back (none after a NAK or a write)
         exec_words = Signal(range(words + 1), name="exec_words")
         resp_words = Signal(range(words + 1), name="resp_words")
@@ -297,14 +304,14 @@ class Bridge(wiring.Component):
 
         rx_byte, rx_valid = urx.o.payload, urx.o.valid
         data = Signal(8)
-        m.d.comb += data.eq(rx_byte ^ Mux(escaped, ESC_XOR, 0))
+        m.d.comb += [data.eq(rx_byte ^ Mux(escaped, ESC_XOR, 0)),
+                     buf_wr.data.eq(data.replicate(4))]
 
         def take_byte():
             """``data`` goes into the buffer position, which moves on (no payload byte
             lies beyond the buffer's end: bytes there, the CRC's or those of a frame too
             long, are dropped)."""
-            m.d.comb += [buf_wr.en.eq(Mux(widx[-1], 0, 1 << lane)),
-                         buf_wr.data.eq(data.replicate(4))]
+            m.d.comb += buf_wr.en.eq(Mux(widx[-1], 0, 1 << lane))
             next_byte()
 
         # output byte -> stuffer -> UART TX; the sequencer waits for the CRC engine, which
@@ -354,7 +361,7 @@ class Bridge(wiring.Component):
         def bus_done(rdata):
             """A bus word moved: a read's word goes to the buffer; on to the next word."""
             with m.If(~is_write):
-                m.d.comb += [buf_wr.en.eq(0b1111), buf_wr.data.eq(rdata)]
+                m.d.comb += res_wr.en.eq(1)
             m.d.sync += widx.eq(widx + 1)
             m.next = "STEP"
 
@@ -525,7 +532,7 @@ class Bridge(wiring.Component):
                     m.d.comb += [
                         out_valid.eq(~crc.busy & (~no_length | shown)),
                         out_byte.eq(Mux(no_length, counters.data.word_select(lane[0], 8),
-                                        buf_rd.data.word_select(lane, 8))),
+                                        res_rd.data.word_select(lane, 8))),
                     ]
                     with m.If(sent):
                         m.d.comb += [crc.byte.eq(out_byte), crc.feed.eq(1)]
