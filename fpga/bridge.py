@@ -268,13 +268,20 @@ class Bridge(wiring.Component):
             resp_words.eq(Mux((status == Status.OK) & ~is_write, exec_words, 0)),
         ]
 
-        def next_byte():
+        # the position moves on a byte (the lane carrying into the word index) or back to 0
+        advance, restart = Signal(name="advance"), Signal(name="restart")
+        with m.If(restart):
+            m.d.sync += [widx.eq(0), lane.eq(0)]
+        with m.Elif(advance):
             m.d.sync += lane.eq(lane + 1)
             with m.If(lane == 3):
                 m.d.sync += widx.eq(widx + 1)
 
+        def next_byte():
+            m.d.comb += advance.eq(1)
+
         def rewind():
-            m.d.sync += [widx.eq(0), lane.eq(0)]
+            m.d.comb += restart.eq(1)
 
         # body bytes still to come after the header, less one: negative at the last one
         remaining = Signal(17)
@@ -362,7 +369,6 @@ class Bridge(wiring.Component):
             """A bus word moved: a read's word goes to the buffer; on to the next word."""
             with m.If(~is_write):
                 m.d.comb += res_wr.en.eq(1)
-            m.d.sync += widx.eq(widx + 1)
             m.next = "STEP"
 
         def respond(code):
@@ -460,7 +466,7 @@ class Bridge(wiring.Component):
 
             with m.State("STEP"):               # ADDR += 4, a byte per cycle (lane counts)
                 m.d.comb += step.eq(1)
-                m.d.sync += lane.eq(lane + 1)
+                next_byte()                     # and the word index with the last
                 with m.If(lane == 3):
                     m.next = "NEXT"
 
@@ -541,7 +547,7 @@ class Bridge(wiring.Component):
                 m.d.comb += [out_valid.eq(~crc.busy), out_byte.eq(crc.crc[8:])]
                 with m.If(sent):
                     m.d.comb += [crc.byte.eq(out_byte), crc.feed.eq(1)]
-                    m.d.sync += lane.eq(1)
+                    next_byte()                 # from lane 0
                     with m.If(lane[0]):
                         m.next = "IDLE"
 
