@@ -337,7 +337,8 @@ class Bridge(wiring.Component):
         with m.If(out_valid & utx.i.ready):
             m.d.sync += second.eq(~second & needs_escape)
         sent = Signal()
-        m.d.comb += sent.eq(out_valid & out_ready)
+        m.d.comb += [sent.eq(out_valid & out_ready),
+                     crc.byte.eq(Mux(listening, data, out_byte))]
 
         # the executor: word widx at ADDR, which goes up by 4 after each word, data from or
         # to the buffer
@@ -396,7 +397,7 @@ class Bridge(wiring.Component):
                     m.d.sync += escaped.eq(1)
                 with m.Else():
                     m.d.sync += escaped.eq(0)
-                    m.d.comb += [body.eq(1), crc.feed.eq(1), crc.byte.eq(data)]
+                    m.d.comb += [body.eq(1), crc.feed.eq(1)]
             with m.Elif(expired):
                 respond(Status.TIMEOUT)
             return body
@@ -516,8 +517,7 @@ class Bridge(wiring.Component):
                         with m.Case(1 + i):
                             m.d.comb += out_byte.eq(value)
                 with m.If(sent):
-                    m.d.comb += [crc.byte.eq(out_byte), crc.clear.eq(out_raw),
-                                 crc.feed.eq(~out_raw)]
+                    m.d.comb += [crc.clear.eq(out_raw), crc.feed.eq(~out_raw)]
                     next_byte()
                     with m.If(out_raw):         # each NAK counted once, as its SOF goes out
                         m.d.comb += [
@@ -541,12 +541,12 @@ class Bridge(wiring.Component):
                                         res_rd.data.word_select(lane, 8))),
                     ]
                     with m.If(sent):
-                        m.d.comb += [crc.byte.eq(out_byte), crc.feed.eq(1)]
+                        m.d.comb += crc.feed.eq(1)
                         next_byte()
             with m.State("CRC"):                 # high byte, then low byte: both in crc[8:]
                 m.d.comb += [out_valid.eq(~crc.busy), out_byte.eq(crc.crc[8:])]
                 with m.If(sent):
-                    m.d.comb += [crc.byte.eq(out_byte), crc.feed.eq(1)]
+                    m.d.comb += crc.feed.eq(1)
                     next_byte()                 # from lane 0
                     with m.If(lane[0]):
                         m.next = "IDLE"
