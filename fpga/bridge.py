@@ -242,8 +242,11 @@ class Bridge(wiring.Component):
         seq = Signal(8, name="seq")
         cmd = Signal(8, name="cmd")
         status = Signal(3, name="status")
-        fields = Signal(8 * (REQUEST_HEADER_BYTES - 2))
-        addr, length = fields[:32], fields[32:]
+        # ADDR and LEN's low byte are shifted in from the top of this register; of LEN's
+        # high byte only its bit 0 and whether the rest is zero are kept (MAX_PAYLOAD < 512)
+        fields = Signal(8 * (REQUEST_HEADER_BYTES - 3))
+        len_8, len_over = Signal(name="len_8"), Signal(name="len_over")
+        addr, length = fields[:32], Cat(fields[32:], len_8)
         is_write = Signal(name="is_write")
         is_csr = Signal(name="is_csr")
         is_ping, is_status = cmd == Command.PING, cmd == Command.STATUS
@@ -343,8 +346,7 @@ class Bridge(wiring.Component):
         # the executor: word widx at ADDR, which goes up by 4 after each word, data from or
         # to the buffer
         word_addr = addr
-        # ADDR and LEN are shifted in from the top a byte at a time; ADDR rotates through
-        # a byte adder to step
+        # ADDR rotates through a byte adder to step
         shift_in = Signal(name="shift_in")
         step = Signal(name="step")
         carry = Signal(name="carry")
@@ -354,7 +356,7 @@ class Bridge(wiring.Component):
         with m.If(step):
             m.d.sync += carry.eq(total[8])
         with m.If(shift_in):
-            m.d.sync += length.eq(Cat(length[8:], data))
+            m.d.sync += fields[32:].eq(data)
         bus_wdata = buf_rd.data
         m.d.comb += [self.mem.addr.eq(word_addr), self.mem.wdata.eq(bus_wdata),
                      self.mem.we.eq(is_write)]
@@ -404,7 +406,8 @@ class Bridge(wiring.Component):
 
         # the request's checks, in the order of the NAK reasons
         no_length = is_ping | is_status
-        bad_length = Mux(no_length, length != 0, (length[:2] != 0) | (length > MAX_PAYLOAD))
+        bad_length = len_over | Mux(no_length, length != 0,
+                                    (length[:2] != 0) | (length > MAX_PAYLOAD))
         check = Signal(3)
         m.d.comb += check.eq(
             Mux(crc.crc != 0, Status.BAD_CRC,
@@ -431,7 +434,9 @@ class Bridge(wiring.Component):
                         with m.Case(1):
                             m.d.sync += cmd.eq(data)
                         with m.Case(REQUEST_HEADER_BYTES - 1):
-                            m.d.sync += remaining.eq(Mux(is_write, Cat(fields[-8:], data), 0))
+                            m.d.comb += shift_in.eq(0)
+                            m.d.sync += [len_8.eq(data[0]), len_over.eq(data[1:] != 0),
+                                         remaining.eq(Mux(is_write, Cat(fields[-8:], data), 0))]
                             rewind()
                             m.next = "BODY"
 
