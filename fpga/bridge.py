@@ -456,16 +456,12 @@ class Bridge(wiring.Component):
                     with m.If((check != Status.OK) | is_ping | is_status):
                         m.next = "RESPOND"
 
-            with m.State("NEXT"):               # buffer word widx is read
-                m.d.sync += [aw_done.eq(0), w_done.eq(0)]
+            with m.State("NEXT"):               # buffer word widx is read (on buf_rd.data
+                m.d.sync += [aw_done.eq(0), w_done.eq(0)]   # from the next cycle on)
                 with m.If(widx == exec_words):
                     rewind()
                     m.next = "RESPOND"
-                with m.Else():
-                    m.next = "BUS"
-
-            with m.State("BUS"):                # and appears on buf_rd.data
-                with m.If(is_csr):
+                with m.Elif(is_csr):
                     m.next = "CSR_REQUEST"
                 with m.Else():
                     m.next = "MEM"
