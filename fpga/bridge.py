@@ -89,11 +89,11 @@ def falling_edge(m, name):
     """Add to ``m`` the clock domain ``name`` on the falling edge of the ``sync`` clock;
     return ``name``.
 
-    Block RAM write ports of the bridge run in it: a write lands half a cycle after its
-    inputs settle, before the next rising edge, so a read of the same row in the next
-    cycle sees it. A write port in the read port's domain would instead need soft logic
-    (about 60 logic cells per RAM on the iCE40) to give a read of the row written in the
-    same cycle its old value, which the bridge never asks for.
+    The bridge's block RAM write ports run in it: a write presented in a cycle lands at
+    that cycle's falling edge, so a read of the same row presented in the same cycle
+    already returns the new data (the write's inputs have half a cycle to settle). A write
+    port in the read port's domain would instead need soft logic (about 60 logic cells per
+    RAM on the iCE40) to give such a read the old data, which the bridge never uses.
     """
     m.domains += ClockDomain(name, clk_edge="neg", local=True, reset_less=True)
     m.d.comb += ClockSignal(name).eq(ClockSignal("sync"))
@@ -156,22 +156,28 @@ class Bridge(wiring.Component):
     One frame is handled at a time: the parser stores a write's payload in a
     :data:`MAX_PAYLOAD`-byte buffer, checks the CRC, then executes the request (memory
     writes and reads through ``mem``, CSR writes and reads through the AXI4-Lite master, one
-    32-bit word at a time) and sends the response from the same buffer. Bytes that arrive
+    32-bit word at a time) and sends the response (words read from a second buffer, PING
+    and STATUS payloads from the counter RAM). Bytes that arrive
     while a request executes or its response is sent are discarded and counted. A frame
     that stops for ``timeout`` cycles is dropped and NAKed (TIMEOUT); a raw SOF inside a
     frame drops it silently and starts a new one; a CSR access that gets no answer in
     ``bus_timeout`` cycles is NAKed (BUS_TIMEOUT). No input can lock the bridge up.
 
-    The datapath is built for a small FPGA: the buffer is one block RAM of halfwords, written
-    byte by byte (payload, PING word, STATUS counters) or a bus word's half at a time; one
-    bit-serial CRC engine (:class:`SerialCrc16`) serves both directions; the STATUS counters
-    share one serial adder (:class:`SerialCounters`) whose 32-cycle turn also ticks the
-    timeouts (so both are rounded up to whole ticks, up to 32 cycles late); ADDR and LEN
-    are shifted into a register; one word index and byte lane walk the buffer when
-    receiving, executing and answering; the request is checked once, in the order of the
-    NAK reasons, and each NAK is counted as it goes out. The CRC engine takes 8 cycles per
-    byte, far less than a byte's time on the line: the bridge checks a frame's CRC 8 cycles
-    after its last byte, and waits for the engine before each response byte.
+    The datapath is built for a small FPGA. Both buffers hold one 32-bit word per row (two
+    block RAMs each): the payload buffer is written byte by byte as bytes arrive and read a
+    word at a time for the bus, the result buffer is written a bus word at a time and read
+    a byte at a time for the response, so neither has a multiplexer on its write data. One
+    bit-serial CRC engine (:class:`SerialCrc16`) serves both directions. The STATUS counters
+    and the PING word live in a third block RAM (:class:`EventCounters`) with one shared
+    incrementer; its free-running 5-bit phase also ticks the timeouts (rounded up to whole
+    32-cycle ticks, up to 32 cycles late). ADDR and LEN are shifted into a register a byte
+    at a time; after each word ADDR steps by 4 as it rotates through a byte adder (4
+    cycles). One word index and byte lane walk the buffers when receiving, executing and
+    answering; the request is checked once, in the order of the NAK reasons, and each NAK
+    is counted as it goes out. The CRC engine takes 8 cycles per byte, far less than a
+    byte's time on the line: the bridge checks a frame's CRC 8 cycles after its last byte,
+    and waits for the engine before each response byte. The block RAMs are written on the
+    falling clock edge (see :func:`falling_edge`).
 
     Parameters
     ----------
