@@ -318,7 +318,14 @@ class Bridge(wiring.Component):
         def count(counter):
             m.d.comb += counters.inc[counter].eq(1)
 
-        rx_byte, rx_valid = urx.o.payload, urx.o.valid
+        # a received byte is handled the cycle after it arrives (it stays on the receiver's
+        # output), its SOF and ESC comparisons registered: the block RAM writes it leads to
+        # land on the falling edge and so must follow short paths
+        rx_byte = urx.o.payload
+        rx_valid = Signal(name="rx_valid")
+        rx_sof, rx_esc = Signal(name="rx_sof"), Signal(name="rx_esc")
+        m.d.sync += [rx_valid.eq(urx.o.valid), rx_sof.eq(rx_byte == SOF),
+                     rx_esc.eq(rx_byte == ESC)]
         data = Signal(8)
         m.d.comb += [data.eq(rx_byte ^ Mux(escaped, ESC_XOR, 0)),
                      buf_wr.data.eq(data.replicate(4))]
@@ -398,10 +405,10 @@ class Bridge(wiring.Component):
             body = Signal()
             with m.If(rx_valid):
                 m.d.comb += timer_restart.eq(1)
-                with m.If(rx_byte == SOF):
+                with m.If(rx_sof):
                     count(truncated)
                     start_frame()
-                with m.Elif((rx_byte == ESC) & ~escaped):
+                with m.Elif(rx_esc & ~escaped):
                     m.d.sync += escaped.eq(1)
                 with m.Else():
                     m.d.sync += escaped.eq(0)
@@ -425,7 +432,7 @@ class Bridge(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += listening.eq(1)
                 with m.If(rx_valid):
-                    with m.If(rx_byte == SOF):
+                    with m.If(rx_sof):
                         start_frame()
                     with m.Else():
                         count(discarded)
