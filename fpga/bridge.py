@@ -4,7 +4,7 @@ The protocol (constants, framing, CRC) is defined once in :mod:`systolic.runtime
 and described in ``docs/protocol.md``.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -29,7 +29,7 @@ from systolic.runtime.protocol import (
 from .sysmem import AXI_OKAY, MemPortSignature
 from .uart import UartRx, UartTx, check_divisor
 
-__all__ = ["AXIL_SIGNATURE", "SerialCrc16", "SerialCounters", "Bridge"]
+__all__ = ["AXIL_SIGNATURE", "SerialCrc16", "EventCounters", "Bridge"]
 
 AXIL_SIGNATURE = AXI4LiteSignature(addr_width=32, data_width=32)
 """The bridge's CSR master bus (flat ``m_axil_*`` ports with the standard names)."""
@@ -85,48 +85,67 @@ class SerialCrc16(wiring.Component):
         return m
 
 
-TICK = 32     # cycles per turn of the SerialCounters ring
-HALF = 16     # bits per row of the frame buffer
+def falling_edge(m, name):
+    """Add to ``m`` the clock domain ``name`` on the falling edge of the ``sync`` clock;
+    return ``name``.
+
+    The bridge's block RAM write ports run in it: a write presented in a cycle lands at
+    that cycle's falling edge, so a read of the same row presented in the same cycle
+    already returns the new data (the write's inputs have half a cycle to settle). A write
+    port in the read port's domain would instead need soft logic (about 60 logic cells per
+    RAM on the iCE40) to give such a read the old data, which the bridge never uses.
+    """
+    m.domains += ClockDomain(name, clk_edge="neg", local=True, reset_less=True)
+    m.d.comb += ClockSignal(name).eq(ClockSignal("sync"))
+    return name
 
 
-class SerialCounters(wiring.Component):
-    """Four 16-bit wrapping event counters in one 64-bit ring with a 2-bit serial adder.
+TICK = 32     # cycles per turn of the EventCounters phase
+HALF = 16     # bits per row of the counter RAM
 
-    The ring rotates by 2 bits every cycle, so each counter passes the adder once every
-    32 cycles; an event waits in a pending bit until its counter comes round. Events of
-    one counter must therefore be at least 32 cycles apart (the bridge counts at most one
-    per received byte, and a byte lasts at least 37 cycles at 4 clocks per bit).
+
+class EventCounters(wiring.Component):
+    """Four 16-bit wrapping event counters and the PING word in one block RAM.
+
+    A free-running 5-bit ``phase`` walks the RAM's 8 rows, two cycles per row (rows
+    0..3: the counters in the order of the STATUS payload; rows 4 and 5: the PING word's
+    low and high halves): the row is read while ``phase[0]`` is low, and while it is
+    high ``data`` shows row ``phase[1:4]`` and one shared incrementer writes that row
+    back plus one if its counter has an event pending. An event waits in a pending bit
+    until its counter comes round, so events of one counter must be at least 16 cycles
+    apart (the bridge counts at most one per received byte).
 
     Attributes
     ----------
     inc : In(4)
         One bit per counter: count one event.
     phase : Out(5)
-        Ring position: the ring has rotated by ``2 * phase`` bits.
-    window : Out(32)
-        The ring's low 32 bits: counters 0 and 1 when ``phase`` is 0, counters 2 and 3
-        when it is 16 (an event is visible at the latest 32 cycles after ``inc``).
+        Free-running cycle count.
+    data : Out(16)
+        Row ``phase[1:4]`` while ``phase[0]`` is high (a counter shows an event at the
+        latest 18 cycles after ``inc``).
     """
 
     inc: In(4)
     phase: Out(5)
-    window: Out(32)
+    data: Out(HALF)
 
     def elaborate(self, platform):
         m = Module()
-        ring = Signal(64)
+        words = [0] * 4 + [PING_WORD & 0xFFFF, PING_WORD >> HALF, 0, 0]
+        m.submodules.ram = ram = Memory(shape=HALF, depth=len(words), init=words)
+        rd, wr = ram.read_port(), ram.write_port(domain=falling_edge(m, "counter_write"))
+        m.d.sync += self.phase.eq(self.phase + 1)
+        # two cycles per row: read it, then write it back plus one
+        row = self.phase[1:4]
         pending = Signal(4)
-        carry = Signal()
-        m.d.comb += self.window.eq(ring[:32])
-        counter, first = self.phase[3:], self.phase[:3] == 0   # 8 cycles per counter
-        carry_in = Mux(first, pending.bit_select(counter, 1), carry)
-        low = ring[0] & carry_in
-        m.d.sync += [
-            ring.eq(Cat(ring[2:], ring[0] ^ carry_in, ring[1] ^ low)),
-            carry.eq(ring[1] & low),
-            self.phase.eq(self.phase + 1),
+        taken = Signal(4)
+        m.d.comb += [
+            rd.addr.eq(row), self.data.eq(rd.data),
+            wr.addr.eq(row), wr.data.eq(rd.data + 1),
+            wr.en.eq(self.phase[0] & ~row[2] & pending.bit_select(row[:2], 1)),
+            taken.eq(Mux(wr.en, 1 << row[:2], 0)),
         ]
-        taken = Mux(first, 1 << counter, 0)
         m.d.sync += pending.eq(pending & ~taken | self.inc)
         return m
 
@@ -137,22 +156,28 @@ class Bridge(wiring.Component):
     One frame is handled at a time: the parser stores a write's payload in a
     :data:`MAX_PAYLOAD`-byte buffer, checks the CRC, then executes the request (memory
     writes and reads through ``mem``, CSR writes and reads through the AXI4-Lite master, one
-    32-bit word at a time) and sends the response from the same buffer. Bytes that arrive
+    32-bit word at a time) and sends the response (words read from a second buffer, PING
+    and STATUS payloads from the counter RAM). Bytes that arrive
     while a request executes or its response is sent are discarded and counted. A frame
     that stops for ``timeout`` cycles is dropped and NAKed (TIMEOUT); a raw SOF inside a
     frame drops it silently and starts a new one; a CSR access that gets no answer in
     ``bus_timeout`` cycles is NAKed (BUS_TIMEOUT). No input can lock the bridge up.
 
-    The datapath is built for a small FPGA: the buffer is one block RAM of halfwords, written
-    byte by byte (payload, PING word, STATUS counters) or a bus word's half at a time; one
-    bit-serial CRC engine (:class:`SerialCrc16`) serves both directions; the STATUS counters
-    share one serial adder (:class:`SerialCounters`) whose 32-cycle turn also ticks the
-    timeouts (so both are rounded up to whole ticks, up to 32 cycles late); ADDR and LEN
-    are shifted into a register; one word index and byte lane walk the buffer when
-    receiving, executing and answering; the request is checked once, in the order of the
-    NAK reasons, and each NAK is counted as it goes out. The CRC engine takes 8 cycles per
-    byte, far less than a byte's time on the line: the bridge checks a frame's CRC 8 cycles
-    after its last byte, and waits for the engine before each response byte.
+    The datapath is built for a small FPGA. Both buffers hold one 32-bit word per row (two
+    block RAMs each): the payload buffer is written byte by byte as bytes arrive and read a
+    word at a time for the bus, the result buffer is written a bus word at a time and read
+    a byte at a time for the response, so neither has a multiplexer on its write data. One
+    bit-serial CRC engine (:class:`SerialCrc16`) serves both directions. The STATUS counters
+    and the PING word live in a third block RAM (:class:`EventCounters`) with one shared
+    incrementer; its free-running 5-bit phase also ticks the timeouts (rounded up to whole
+    32-cycle ticks, up to 32 cycles late). ADDR and LEN are shifted into a register a byte
+    at a time; after each word ADDR steps by 4 as it rotates through a byte adder (4
+    cycles). One word index and byte lane walk the buffers when receiving, executing and
+    answering; the request is checked once, in the order of the NAK reasons, and each NAK
+    is counted as it goes out. The CRC engine takes 8 cycles per byte, far less than a
+    byte's time on the line: the bridge checks a frame's CRC 8 cycles after its last byte,
+    and waits for the engine before each response byte. The block RAMs are written on the
+    falling clock edge (see :func:`falling_edge`).
 
     Parameters
     ----------
@@ -209,16 +234,27 @@ class Bridge(wiring.Component):
             m.d.sync += self.framing_errors[0].eq(~self.framing_errors[0])
 
         words = MAX_PAYLOAD // WORD_BYTES
-        # halfword rows (one block RAM): word w is rows 2 w (low half) and 2 w + 1
-        m.submodules.buffer = buffer = Memory(shape=HALF, depth=2 * words, init=[])
-        buf_rd = buffer.read_port()
-        buf_wr = buffer.write_port(granularity=8)
+        # one 32-bit row per word (two block RAMs side by side)
+        # two buffers of 32-bit words (two block RAMs each), so that neither needs a
+        # multiplexer on its write data: the payload received (bytes), and the words read
+        m.submodules.payload = payload = Memory(shape=32, depth=words, init=[])
+        m.submodules.results = results = Memory(shape=32, depth=words, init=[])
+        buf_rd = payload.read_port()
+        buf_wr = payload.write_port(granularity=8, domain=falling_edge(m, "buffer_write"))
+        res_rd = results.read_port()
+        res_wr = results.write_port(domain="buffer_write")
 
         # the request: SEQ and CMD, then ADDR and LEN shifted in from the top
-        seq, cmd, status = Signal(8), Signal(8), Signal(3)
-        fields = Signal(8 * (REQUEST_HEADER_BYTES - 2))
-        addr, length = fields[:32], fields[32:]
-        is_write, is_csr = Signal(), Signal()
+        seq = Signal(8, name="seq")
+        cmd = Signal(8, name="cmd")
+        status = Signal(3, name="status")
+        # ADDR and LEN's low byte are shifted in from the top of this register; of LEN's
+        # high byte only its bit 0 and whether the rest is zero are kept (MAX_PAYLOAD < 512)
+        fields = Signal(8 * (REQUEST_HEADER_BYTES - 3))
+        len_8, len_over = Signal(name="len_8"), Signal(name="len_over")
+        addr, length = fields[:32], Cat(fields[32:], len_8)
+        is_write = Signal(name="is_write")
+        is_csr = Signal(name="is_csr")
         is_ping, is_status = cmd == Command.PING, cmd == Command.STATUS
         m.d.comb += [
             is_write.eq(cmd.matches(*(int(c) for c in WRITE_COMMANDS))),
@@ -227,32 +263,41 @@ class Bridge(wiring.Component):
 
         # buffer position, shared by the parser, the executor and the response: the word
         # index and the byte lane in it (the header's byte count while a header moves)
-        widx, lane = Signal(range(words + 1)), Signal(2)
-        m.d.comb += [buf_rd.addr.eq(Cat(lane[1], widx)), buf_wr.addr.eq(Cat(lane[1], widx))]
+        widx = Signal(range(words + 1), name="widx")
+        lane = Signal(2, name="lane")
+        m.d.comb += [buf_rd.addr.eq(widx), buf_wr.addr.eq(widx),
+                     res_rd.addr.eq(widx), res_wr.addr.eq(widx),
+                     res_wr.data.eq(Mux(is_csr, self.m_axil_rdata, self.mem.rdata))]
         # words to execute, and words to send back (none after a NAK or a write)
-        exec_words, resp_words = Signal(range(words + 1)), Signal(range(words + 1))
+        exec_words = Signal(range(words + 1), name="exec_words")
+        resp_words = Signal(range(words + 1), name="resp_words")
         m.d.comb += [
             exec_words.eq(Mux(is_ping, 1, Mux(is_status, STATUS_BYTES // WORD_BYTES,
                                                 length[2:]))),
             resp_words.eq(Mux((status == Status.OK) & ~is_write, exec_words, 0)),
         ]
 
-        def next_byte():
+        # the position moves on a byte (the lane carrying into the word index) or back to 0
+        advance, restart = Signal(name="advance"), Signal(name="restart")
+        with m.If(restart):
+            m.d.sync += [widx.eq(0), lane.eq(0)]
+        with m.Elif(advance):
             m.d.sync += lane.eq(lane + 1)
             with m.If(lane == 3):
                 m.d.sync += widx.eq(widx + 1)
 
+        def next_byte():
+            m.d.comb += advance.eq(1)
+
         def rewind():
-            m.d.sync += [widx.eq(0), lane.eq(0)]
+            m.d.comb += restart.eq(1)
 
         # body bytes still to come after the header, less one: negative at the last one
         remaining = Signal(17)
         escaped = Signal()
-        # bus words pass the halfword buffer through these halves
-        low_half, high_half = Signal(HALF), Signal(HALF)
 
         # the STATUS counters, in the order of the STATUS payload
-        m.submodules.counters = counters = SerialCounters()
+        m.submodules.counters = counters = EventCounters()
         crc_errors, truncated, bad_requests, discarded = range(4)
 
         # one up-counter of 32-cycle ticks (the counters' ring turns once per tick): the
@@ -261,7 +306,9 @@ class Bridge(wiring.Component):
         frame_ticks, bus_ticks = (-(-(limit - 1) // TICK) + 1
                                   for limit in (self.timeout, self.bus_timeout))
         timer = Signal(range(max(frame_ticks, bus_ticks) + 1))
-        listening, timer_run, timer_restart = Signal(), Signal(), Signal()
+        listening = Signal(name="listening")
+        timer_run = Signal(name="timer_run")
+        timer_restart = Signal(name="timer_restart")
         with m.If(timer_restart | ~timer_run):
             m.d.sync += timer.eq(0)
         with m.Elif(counters.phase == TICK - 1):
@@ -271,25 +318,31 @@ class Bridge(wiring.Component):
         def count(counter):
             m.d.comb += counters.inc[counter].eq(1)
 
-        rx_byte, rx_valid = urx.o.payload, urx.o.valid
+        # a received byte is handled the cycle after it arrives (it stays on the receiver's
+        # output), its SOF and ESC comparisons registered: the block RAM writes it leads to
+        # land on the falling edge and so must follow short paths
+        rx_byte = urx.o.payload
+        rx_valid = Signal(name="rx_valid")
+        rx_sof, rx_esc = Signal(name="rx_sof"), Signal(name="rx_esc")
+        m.d.sync += [rx_valid.eq(urx.o.valid), rx_sof.eq(rx_byte == SOF),
+                     rx_esc.eq(rx_byte == ESC)]
         data = Signal(8)
-        m.d.comb += data.eq(rx_byte ^ Mux(escaped, ESC_XOR, 0))
-        # bytes into the buffer: a payload byte, or one of the PING or STATUS payload
-        byte_in, local = Signal(8), Signal()
-        ping_byte = Const(PING_WORD, 32).word_select(lane, 8)
-        m.d.comb += byte_in.eq(Mux(local, Mux(is_ping, ping_byte, counters.window[:8]), data))
+        m.d.comb += [data.eq(rx_byte ^ Mux(escaped, ESC_XOR, 0)),
+                     buf_wr.data.eq(data.replicate(4))]
 
         def take_byte():
-            """``byte_in`` goes into the buffer position, which moves on (no payload byte
+            """``data`` goes into the buffer position, which moves on (no payload byte
             lies beyond the buffer's end: bytes there, the CRC's or those of a frame too
             long, are dropped)."""
-            m.d.comb += [buf_wr.en.eq(Mux(widx[-1], 0, Mux(lane[0], 0b10, 0b01))),
-                         buf_wr.data.eq(byte_in.replicate(2))]
+            m.d.comb += buf_wr.en.eq(Mux(widx[-1], 0, 1 << lane))
             next_byte()
 
         # output byte -> stuffer -> UART TX; the sequencer waits for the CRC engine, which
         # also gives the buffer's read port its cycle
-        out_byte, out_raw, out_valid, out_ready = Signal(8), Signal(), Signal(), Signal()
+        out_byte = Signal(8, name="out_byte")
+        out_raw = Signal(name="out_raw")
+        out_valid = Signal(name="out_valid")
+        out_ready = Signal(name="out_ready")
         second = Signal()
         needs_escape = ~out_raw & ((out_byte == SOF) | (out_byte == ESC))
         m.d.comb += [
@@ -300,12 +353,24 @@ class Bridge(wiring.Component):
         with m.If(out_valid & utx.i.ready):
             m.d.sync += second.eq(~second & needs_escape)
         sent = Signal()
-        m.d.comb += sent.eq(out_valid & out_ready)
+        m.d.comb += [sent.eq(out_valid & out_ready),
+                     crc.byte.eq(Mux(listening, data, out_byte))]
 
-        # the executor: word widx at ADDR + 4 * widx, data from or to the buffer
-        word_addr = Signal(32)
-        m.d.comb += word_addr.eq(Cat(addr[:2], addr[2:] + widx))
-        bus_wdata = Cat(low_half, buf_rd.data)
+        # the executor: word widx at ADDR, which goes up by 4 after each word, data from or
+        # to the buffer
+        word_addr = addr
+        # ADDR rotates through a byte adder to step
+        shift_in = Signal(name="shift_in")
+        step = Signal(name="step")
+        carry = Signal(name="carry")
+        total = addr[:8] + Mux(lane == 0, WORD_BYTES, carry)
+        with m.If(shift_in | step):
+            m.d.sync += addr.eq(Cat(addr[8:], Mux(step, total[:8], length[:8])))
+        with m.If(step):
+            m.d.sync += carry.eq(total[8])
+        with m.If(shift_in):
+            m.d.sync += fields[32:].eq(data)
+        bus_wdata = buf_rd.data
         m.d.comb += [self.mem.addr.eq(word_addr), self.mem.wdata.eq(bus_wdata),
                      self.mem.we.eq(is_write)]
         for prefix in ("aw", "ar"):
@@ -313,26 +378,14 @@ class Bridge(wiring.Component):
         m.d.comb += [self.m_axil_wdata.eq(bus_wdata), self.m_axil_wstrb.eq(0xF)]
         mem = self.mem
         axil = {name: getattr(self, "m_axil_" + name) for name in AXIL_SIGNATURE.members}
-        aw_done, w_done = Signal(), Signal()
-
-        def store(value):
-            m.d.comb += [buf_wr.en.eq(0b11), buf_wr.data.eq(value)]
-
-        def next_half():
-            m.d.sync += lane[1].eq(~lane[1])
-            with m.If(lane[1]):
-                m.d.sync += widx.eq(widx + 1)
+        aw_done = Signal(name="aw_done")
+        w_done = Signal(name="w_done")
 
         def bus_done(rdata):
-            """A bus word moved: a read's low half goes to the buffer now, its high half
-            next (state HIGH); a write is done."""
+            """A bus word moved: a read's word goes to the buffer; on to the next word."""
             with m.If(~is_write):
-                store(rdata[:HALF])
-            m.d.sync += high_half.eq(rdata[HALF:])
-            next_half()
-            m.next = "HIGH"
-            with m.If(is_write):
-                m.next = "NEXT"
+                m.d.comb += res_wr.en.eq(1)
+            m.next = "STEP"
 
         def respond(code):
             """Answer ``code`` (with the payload words the request asks for if OK)."""
@@ -352,21 +405,22 @@ class Bridge(wiring.Component):
             body = Signal()
             with m.If(rx_valid):
                 m.d.comb += timer_restart.eq(1)
-                with m.If(rx_byte == SOF):
+                with m.If(rx_sof):
                     count(truncated)
                     start_frame()
-                with m.Elif((rx_byte == ESC) & ~escaped):
+                with m.Elif(rx_esc & ~escaped):
                     m.d.sync += escaped.eq(1)
                 with m.Else():
                     m.d.sync += escaped.eq(0)
-                    m.d.comb += [body.eq(1), crc.feed.eq(1), crc.byte.eq(data)]
+                    m.d.comb += [body.eq(1), crc.feed.eq(1)]
             with m.Elif(expired):
                 respond(Status.TIMEOUT)
             return body
 
         # the request's checks, in the order of the NAK reasons
         no_length = is_ping | is_status
-        bad_length = Mux(no_length, length != 0, (length[:2] != 0) | (length > MAX_PAYLOAD))
+        bad_length = len_over | Mux(no_length, length != 0,
+                                    (length[:2] != 0) | (length > MAX_PAYLOAD))
         check = Signal(3)
         m.d.comb += check.eq(
             Mux(crc.crc != 0, Status.BAD_CRC,
@@ -378,7 +432,7 @@ class Bridge(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += listening.eq(1)
                 with m.If(rx_valid):
-                    with m.If(rx_byte == SOF):
+                    with m.If(rx_sof):
                         start_frame()
                     with m.Else():
                         count(discarded)
@@ -386,14 +440,16 @@ class Bridge(wiring.Component):
             with m.State("HEADER"):
                 with m.If(frame_byte()):
                     next_byte()
-                    m.d.sync += fields.eq(Cat(fields[8:], data))
+                    m.d.comb += shift_in.eq(1)
                     with m.Switch(Cat(lane, widx[0])):
                         with m.Case(0):
                             m.d.sync += seq.eq(data)
                         with m.Case(1):
                             m.d.sync += cmd.eq(data)
                         with m.Case(REQUEST_HEADER_BYTES - 1):
-                            m.d.sync += remaining.eq(Mux(is_write, Cat(fields[-8:], data), 0))
+                            m.d.comb += shift_in.eq(0)
+                            m.d.sync += [len_8.eq(data[0]), len_over.eq(data[1:] != 0),
+                                         remaining.eq(Mux(is_write, Cat(fields[-8:], data), 0))]
                             rewind()
                             m.next = "BODY"
 
@@ -410,44 +466,24 @@ class Bridge(wiring.Component):
                     m.d.sync += status.eq(check)
                     rewind()
                     m.next = "NEXT"
-                    with m.If(check != Status.OK):
+                    with m.If((check != Status.OK) | is_ping | is_status):
                         m.next = "RESPOND"
 
-            with m.State("NEXT"):               # buffer word widx appears on buf_rd.data
-                m.d.sync += [aw_done.eq(0), w_done.eq(0)]
+            with m.State("NEXT"):               # buffer word widx is read (on buf_rd.data
+                m.d.sync += [aw_done.eq(0), w_done.eq(0)]   # from the next cycle on)
                 with m.If(widx == exec_words):
                     rewind()
                     m.next = "RESPOND"
-                with m.Elif(is_ping | is_status):
-                    m.next = "LOCAL"
-                with m.Elif(is_write):          # the word's high half is read next
-                    next_half()
-                    m.next = "FETCH"
-                with m.Else():
-                    m.next = "BUS"
-
-            with m.State("FETCH"):              # the low half appears on buf_rd.data
-                m.d.sync += low_half.eq(buf_rd.data)
-                m.next = "BUS"
-
-            with m.State("BUS"):
-                with m.If(is_csr):
+                with m.Elif(is_csr):
                     m.next = "CSR_REQUEST"
                 with m.Else():
                     m.next = "MEM"
 
-            with m.State("HIGH"):               # a read word's high half
-                store(high_half)
-                next_half()
-                m.next = "NEXT"
-
-            with m.State("LOCAL"):              # the PING word, or the STATUS counters
-                m.d.comb += local.eq(1)
-                # the counters' ring shows STATUS payload byte k in its low byte at phase 4 k
-                with m.If(is_ping | (counters.phase == Cat(Const(0, 2), lane, widx[0]))):
-                    take_byte()
-                    with m.If(lane == 3):
-                        m.next = "NEXT"
+            with m.State("STEP"):               # ADDR += 4, a byte per cycle (lane counts)
+                m.d.comb += step.eq(1)
+                next_byte()                     # and the word index with the last
+                with m.If(lane == 3):
+                    m.next = "NEXT"
 
             with m.State("MEM"):
                 m.d.comb += mem.valid.eq(1)
@@ -495,8 +531,7 @@ class Bridge(wiring.Component):
                         with m.Case(1 + i):
                             m.d.comb += out_byte.eq(value)
                 with m.If(sent):
-                    m.d.comb += [crc.byte.eq(out_byte), crc.clear.eq(out_raw),
-                                 crc.feed.eq(~out_raw)]
+                    m.d.comb += [crc.clear.eq(out_raw), crc.feed.eq(~out_raw)]
                     next_byte()
                     with m.If(out_raw):         # each NAK counted once, as its SOF goes out
                         m.d.comb += [
@@ -512,16 +547,21 @@ class Bridge(wiring.Component):
                 with m.If((lane == 0) & (widx == resp_words)):
                     m.next = "CRC"
                 with m.Else():
-                    m.d.comb += [out_valid.eq(~crc.busy),
-                                 out_byte.eq(buf_rd.data.word_select(lane[0], 8))]
+                    # PING and STATUS payloads come from the counter RAM, as its rows pass
+                    shown = counters.phase[:4] == Cat(Const(1, 1), lane[1], widx[0], is_ping)
+                    m.d.comb += [
+                        out_valid.eq(~crc.busy & (~no_length | shown)),
+                        out_byte.eq(Mux(no_length, counters.data.word_select(lane[0], 8),
+                                        res_rd.data.word_select(lane, 8))),
+                    ]
                     with m.If(sent):
-                        m.d.comb += [crc.byte.eq(out_byte), crc.feed.eq(1)]
+                        m.d.comb += crc.feed.eq(1)
                         next_byte()
             with m.State("CRC"):                 # high byte, then low byte: both in crc[8:]
                 m.d.comb += [out_valid.eq(~crc.busy), out_byte.eq(crc.crc[8:])]
                 with m.If(sent):
-                    m.d.comb += [crc.byte.eq(out_byte), crc.feed.eq(1)]
-                    m.d.sync += lane.eq(1)
+                    m.d.comb += crc.feed.eq(1)
+                    next_byte()                 # from lane 0
                     with m.If(lane[0]):
                         m.next = "IDLE"
 

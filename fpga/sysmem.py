@@ -200,9 +200,24 @@ class SystemMemory(wiring.Component):
             self.s_axi_rlast.eq(beats == 0),
         ]
 
+        # one address unit for both channels: loaded at the address handshake, stepped
+        # after each beat; the beat count likewise
+        load, step, count = Signal(), Signal(), Signal()
+        with m.If(load):
+            ar, aw = self.s_axi_araddr, self.s_axi_awaddr
+            m.d.sync += [
+                addr.eq(Mux(take_read, ar[:addr_bits], aw[:addr_bits])),
+                beats.eq(Mux(take_read, self.s_axi_arlen, self.s_axi_awlen)),
+            ]
+        with m.Else():
+            with m.If(step):
+                m.d.sync += addr.eq(next_addr)
+            with m.If(count):
+                m.d.sync += beats.eq(beats - 1)
+
         def read_beat():
-            m.d.comb += ram.re.eq(1)
-            m.d.sync += [beat_ok.eq(in_range), addr.eq(next_addr)]
+            m.d.comb += [ram.re.eq(1), step.eq(1)]
+            m.d.sync += beat_ok.eq(in_range)
 
         with m.FSM() as fsm:
             # address and data need no more than a 2:1 choice: only the enables depend on
@@ -224,10 +239,9 @@ class SystemMemory(wiring.Component):
                     m.next = "BRIDGE_ACK"
                 with m.Elif(self.s_axi_arvalid | self.s_axi_awvalid):
                     ar, aw = self.s_axi_araddr, self.s_axi_awaddr
+                    m.d.comb += load.eq(1)
                     m.d.sync += [
-                        addr.eq(Mux(take_read, ar[:addr_bits], aw[:addr_bits])),
                         high_ok.eq(Mux(take_read, ar[addr_bits:] == 0, aw[addr_bits:] == 0)),
-                        beats.eq(Mux(take_read, self.s_axi_arlen, self.s_axi_awlen)),
                         size.eq(Mux(take_read, self.s_axi_arsize, self.s_axi_awsize)),
                         fixed.eq(Mux(take_read, self.s_axi_arburst, self.s_axi_awburst)
                                  == BURST_FIXED),
@@ -256,14 +270,14 @@ class SystemMemory(wiring.Component):
                         m.next = "IDLE"
                     with m.Else():
                         read_beat()
-                        m.d.sync += beats.eq(beats - 1)
+                        m.d.comb += count.eq(1)
 
             with m.State("WRITE"):
                 m.d.comb += self.s_axi_wready.eq(1)
                 with m.If(self.s_axi_wvalid):
                     m.d.comb += ram.we.eq(Mux(in_range, self.s_axi_wstrb, 0))
-                    m.d.sync += [addr.eq(next_addr), beats.eq(beats - 1),
-                                 error.eq(error | ~in_range)]
+                    m.d.comb += [step.eq(1), count.eq(1)]
+                    m.d.sync += error.eq(error | ~in_range)
                     with m.If(beats == 0):
                         m.next = "RESPOND"
 

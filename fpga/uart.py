@@ -78,9 +78,11 @@ class UartRx(wiring.Component):
 
     A falling edge starts a byte; the start bit is checked at its middle (a glitch shorter
     than half a bit is ignored), then each data bit and the stop bit are sampled
-    ``divisor`` cycles apart. A byte whose stop bit is low is dropped and ``error`` pulses.
-    The receiver cannot be stalled: a byte not taken before the next one arrives is
-    replaced and ``overrun`` pulses.
+    ``divisor`` cycles apart. A byte whose stop bit is low is dropped and ``error`` pulses;
+    the receiver then waits for the line to return high. The receiver cannot be stalled:
+    the byte on ``o.payload`` is the receive shift register itself, so a byte not taken
+    before the next byte's first data bit is withdrawn (``o.valid`` falls) and ``overrun``
+    pulses.
 
     Parameters
     ----------
@@ -92,11 +94,11 @@ class UartRx(wiring.Component):
     rx : In(1)
         Serial line (asynchronous), idle high.
     o : Out(stream.Signature(8))
-        Received bytes; ``valid`` stays high until ``ready``.
+        Received bytes; ``valid`` stays high until ``ready`` or an overrun.
     error : Out(1)
         One-cycle pulse: framing error (stop bit low).
     overrun : Out(1)
-        One-cycle pulse: a received byte replaced one that was never taken.
+        One-cycle pulse: a received byte was dropped, never taken.
     """
 
     def __init__(self, *, divisor):
@@ -115,48 +117,36 @@ class UartRx(wiring.Component):
         m.submodules.sync_rx = FFSynchronizer(self.rx, line, init=1)
 
         timer = Signal(range(self.divisor))
-        bits = Signal(range(9))
-        shreg = Signal(8)
+        # IDLE; then START, 8 data bits and STOP counting down to 1; BREAK after an error
+        IDLE, START, STOP, BREAK = 0, 10, 1, 11
+        bits = Signal(range(BREAK + 1))
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(~line):
-                    m.d.sync += timer.eq(self.divisor // 2 - 1)
-                    m.next = "START"
-            with m.State("START"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
-                with m.Elif(line):
-                    m.next = "IDLE"   # glitch, not a start bit
-                with m.Else():
-                    m.d.sync += [timer.eq(self.divisor - 1), bits.eq(8)]
-                    m.next = "DATA"
-            with m.State("DATA"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
-                with m.Else():
-                    m.d.sync += [
-                        shreg.eq(line << 7 | shreg >> 1),
-                        bits.eq(bits - 1),
-                        timer.eq(self.divisor - 1),
-                    ]
-                    with m.If(bits == 1):
-                        m.next = "STOP"
-            with m.State("STOP"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
-                with m.Elif(line):
-                    m.d.sync += [self.o.payload.eq(shreg), self.o.valid.eq(1)]
-                    m.d.comb += self.overrun.eq(self.o.valid & ~self.o.ready)
-                    m.next = "IDLE"
+        with m.If(bits == IDLE):
+            with m.If(~line):
+                m.d.sync += [timer.eq(self.divisor // 2 - 1), bits.eq(START)]
+        with m.Elif(bits == BREAK):
+            # wait for the line to return high before looking for the next start bit
+            with m.If(line):
+                m.d.sync += bits.eq(IDLE)
+        with m.Elif(timer != 0):
+            m.d.sync += timer.eq(timer - 1)
+        with m.Else():
+            m.d.sync += [timer.eq(self.divisor - 1), bits.eq(bits - 1)]
+            with m.If(bits == START):
+                with m.If(line):
+                    m.d.sync += bits.eq(IDLE)   # glitch, not a start bit
+            with m.Elif(bits == STOP):
+                with m.If(line):
+                    m.d.sync += self.o.valid.eq(1)
                 with m.Else():
                     m.d.comb += self.error.eq(1)
-                    m.next = "BREAK"
-            with m.State("BREAK"):
-                # wait for the line to return high before looking for the next start bit
-                with m.If(line):
-                    m.next = "IDLE"
+                    m.d.sync += bits.eq(BREAK)
+            with m.Else():
+                m.d.sync += self.o.payload.eq(Cat(self.o.payload[1:], line))
+                with m.If(self.o.valid & ~self.o.ready):
+                    m.d.comb += self.overrun.eq(1)
+                    m.d.sync += self.o.valid.eq(0)
         return m

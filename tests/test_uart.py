@@ -140,3 +140,29 @@ def test_divisor_is_checked(cls, divisor):
     with pytest.raises(ValueError, match=r"UART divisor must be an integer of at least 4 "
                                          r"clocks per bit, not "):
         cls(divisor=divisor)
+
+
+def test_byte_not_taken_is_dropped_with_an_overrun():
+    """With ``ready`` low, a byte stays on the stream until the next byte's first data
+    bit, then it is withdrawn and ``overrun`` pulses; the next byte arrives intact."""
+    divisor = 6
+    rx = UartRx(divisor=divisor)
+    seen = []
+
+    async def bench(ctx):
+        for bits in (frame_bits(0x5A), [1], frame_bits(0xC3), [1, 1]):
+            for bit in bits:
+                ctx.set(rx.rx, bit)
+                for _ in range(divisor):
+                    await ctx.tick()
+                    seen.append((ctx.get(rx.o.valid), ctx.get(rx.o.payload),
+                                 ctx.get(rx.overrun)))
+
+    sim = Simulator(rx)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    offered = [payload for valid, payload, _ in seen if valid]
+    assert offered[0] == 0x5A and offered[-1] == 0xC3
+    assert set(offered) == {0x5A, 0xC3}            # never a half-shifted byte
+    assert sum(overrun for *_, overrun in seen) == 1
