@@ -215,25 +215,43 @@ class _ExtentWalk(wiring.Component):
         m.d.comb += diff.eq(sub + 1 - n_bit)
         m_prev = Signal()                       # bit step - 1 of rows - 1
 
-        # row bytes (times 2**SKEW for LOAD), bit step - 1 of it as the carry
+        # row bytes (times 2**SKEW for LOAD), bit step - 1 of it as the carry: the bit of
+        # one window over both opcodes' ``length``, at step plus a per-opcode offset
+        at = {op: _offset(op, "length") for op in (Opcode.LOAD, Opcode.STORE)}
+        lo, hi = min(at.values()), max(at.values()) + 7
+        base = {op: at[op] - lo for op in at}
+        own = Signal(hi - lo)                   # the word's bits of the opcode's length
+        for i in range(hi - lo):
+            owners = [is_ld if op is Opcode.LOAD else ~is_ld
+                      for op in at if base[op] <= i < base[op] + 7]
+            m.d.comb += own[i].eq(w[lo + i] & (owners[0] if len(owners) == 1 else 1))
         ld_shift = skew + Mux(ld.dest.as_value() == LoadDest.SP.value, 0, 2)
         st_shift = Mux(st.out_type == OutType.INT32, 2, 0)
-        carry = Mux(is_ld, _bit(ld.length, step - 1 - ld_shift),
-                    _bit(st.length, step - 1 - st_shift))
+        shift = Signal(5)                       # step - shift is the bit of own
+        m.d.comb += shift.eq(Mux(is_ld, ld_shift + 1 - base[Opcode.LOAD],
+                                 st_shift + 1 - base[Opcode.STORE]))
+        carry = _bit(own, (step - shift)[:5])
 
         # the shift-and-add
-        def masked(value, hi_from):
+        # x = 2 * dram_addr in the first step, stride in a step after a one of rows - 1; the
+        # bits of the window that belong to another field of the opcode are masked
+        first = Signal(init=1)                  # the first step: m_prev is 0
+        gates = {}
+        for name, on in (("a", first), ("s", m_prev)):
+            for kind, cond in (("lo", ~is_ld), ("mid", 1), ("hi", is_ld)):
+                gates[name, kind] = Signal(name=f"gate_{name}_{kind}")
+                m.d.comb += gates[name, kind].eq(on & cond)
+
+        def masked(value, name, hi_from):
             # LOAD: the bits below the skew belong to another field; STORE: the bits from
             # ``hi_from`` up do
-            return Cat(value[:skew] & (~is_ld).replicate(skew), value[skew:hi_from],
-                       value[hi_from:] & is_ld.replicate(len(value) - hi_from))
+            return Cat(value[:skew] & gates[name, "lo"].replicate(skew),
+                       value[skew:hi_from] & gates[name, "mid"].replicate(hi_from - skew),
+                       value[hi_from:] & gates[name, "hi"].replicate(len(value) - hi_from))
 
         r = Signal(width)
         x = Signal(width + 1)
-        with m.If(step == 0):
-            m.d.comb += x.eq(Cat(Const(0, 1), masked(addr_w, 32)))
-        with m.Elif(m_prev):
-            m.d.comb += x.eq(masked(stride, 24))
+        m.d.comb += x.eq(Cat(Const(0, 1), masked(addr_w, "a", 32)) | masked(stride, "s", 24))
         total = Signal(width + 1)
         m.d.comb += total.eq(r + x + carry)
         low = Signal()                          # a bit shifted out was set
@@ -260,10 +278,10 @@ class _ExtentWalk(wiring.Component):
 
         with m.If(self.restart):
             m.d.sync += [step.eq(0), r.eq(0), low.eq(0), borrow.eq(0), m_prev.eq(0),
-                         row_carry.eq(0), row_gt.eq(0)]
+                         row_carry.eq(0), row_gt.eq(0), first.eq(1)]
         with m.Elif(run & ~done):
             m.d.sync += [
-                step.eq(step + 1), r.eq(total[1:]), low.eq(low | total[0]),
+                step.eq(step + 1), r.eq(total[1:]), low.eq(low | total[0]), first.eq(0),
                 borrow.eq(diff[1:]), m_prev.eq(m_bit),
                 row_carry.eq((a_bit & n_bit) | (row_carry & (a_bit | n_bit))),
                 row_gt.eq(Mux(sum_bit ^ lim_bit, sum_bit, row_gt)),
