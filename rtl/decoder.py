@@ -29,7 +29,7 @@ from systolic.numerics import SHIFT_MAX, OutType
 from .scratchpad import check_config
 
 __all__ = ["NO_QUEUE", "CHANNEL_ORDER", "UOP_OPS", "body_layout", "body_leaks", "uop_layout",
-           "walk_steps", "Decoder"]
+           "SKEW", "walk_steps", "Decoder"]
 
 NO_QUEUE = 3                                # ``queue`` output of NOP, HALT and bad selectors
 CHANNEL_ORDER = ("L2E", "E2L", "E2S", "S2E")  # bit order of the ``pops``/``pushes`` masks
@@ -127,15 +127,21 @@ def _used_mask(op):
     return used
 
 
-def walk_steps(config):
-    """Cycles ``ready`` stays low for a LOAD or STORE that is walked: on a 32-bit bus every
-    one (17: the row check adds 16-bit row addresses bit by bit), else only those whose
-    memory extent could reach 2**32 (14: the 13 bits of ``n_rows`` after the address)."""
-    return 17 if config.axi_data_width == 32 else 14
-
-
 def _offset(op, name):
     return data.Layout.cast(LAYOUTS[op])[name].offset
+
+
+# LOAD's n_rows, addr, stride and dram_addr sit this many bits above STORE's
+SKEW = _offset(Opcode.LOAD, "stride") - _offset(Opcode.STORE, "stride")
+
+
+def walk_steps(config, opcode):
+    """Cycles ``ready`` stays low for a LOAD or STORE (``opcode``) that is walked: on a
+    32-bit bus every one (17 for a STORE, as the row check adds 16-bit row addresses bit
+    by bit), else only those whose memory extent could reach 2**32 (14: the 13 bits of
+    ``n_rows`` after the address); a LOAD takes :data:`SKEW` cycles more."""
+    steps = 17 if config.axi_data_width == 32 else 14
+    return steps + (SKEW if opcode is Opcode.LOAD else 0)
 
 
 def _bit(value, index):
@@ -164,7 +170,7 @@ class _ExtentWalk(wiring.Component):
     def __init__(self, config):
         self.config = config
         self.serial = config.axi_data_width == 32   # a word takes 16 cycles to fetch there
-        self.steps = walk_steps(config)
+        self.steps = walk_steps(config, Opcode.STORE)
         super().__init__({
             "word": In(INSTR_BITS),
             "restart": In(1),
@@ -188,12 +194,14 @@ class _ExtentWalk(wiring.Component):
 
         stride, skew = window("stride", 24)
         addr_w, skew_a = window("dram_addr", 32)
-        assert skew == skew_a >= 0, "LOAD's stride and address sit SKEW bits above STORE's"
+        assert skew == skew_a == SKEW >= 0
         width = 32 + skew                       # of the shifting register R
 
-        step = Signal(range(self.steps + 1))
+        # LOAD walks SKEW steps more: its extent, 2**SKEW times larger, ends as small
+        step = Signal(range(self.steps + skew + 1))
+        first = Signal(init=1)                  # step 0 (m_prev is 0 then)
         done = Signal()
-        m.d.comb += done.eq(step == self.steps)
+        m.d.comb += done.eq(step == self.steps + Mux(is_ld, skew, 0))
         if self.serial:
             run = is_ld | is_st
         else:   # extents that cannot reach 2**32 are not walked
@@ -231,11 +239,14 @@ class _ExtentWalk(wiring.Component):
         m.d.comb += shift.eq(Mux(is_ld, ld_shift + 1 - base[Opcode.LOAD],
                                  st_shift + 1 - base[Opcode.STORE]))
         carry = _bit(own, (step - shift)[:5])
+        # the row bytes less one (bit step - 1 from step 1 on): the walk adds 2 * extent - 2
+        owe = Signal(init=1)                    # the one is still to be subtracted
+        less = Signal()
+        m.d.comb += less.eq(Mux(first, 0, carry ^ owe))
 
         # the shift-and-add
         # x = 2 * dram_addr in the first step, stride in a step after a one of rows - 1; the
         # bits of the window that belong to another field of the opcode are masked
-        first = Signal(init=1)                  # the first step: m_prev is 0
         gates = {}
         for name, on in (("a", first), ("s", m_prev)):
             for kind, cond in (("lo", ~is_ld), ("mid", 1), ("hi", is_ld)):
@@ -253,8 +264,7 @@ class _ExtentWalk(wiring.Component):
         x = Signal(width + 1)
         m.d.comb += x.eq(Cat(Const(0, 1), masked(addr_w, "a", 32)) | masked(stride, "s", 24))
         total = Signal(width + 1)
-        m.d.comb += total.eq(r + x + carry)
-        low = Signal()                          # a bit shifted out was set
+        m.d.comb += total.eq(r + x + less)
 
         # the row check, bit-serially: addr + n_rows against the limit of the memory
         addrs, skew_r = window("addr", 16)
@@ -277,25 +287,23 @@ class _ExtentWalk(wiring.Component):
         lim_bit = _bit(limit, step)
 
         with m.If(self.restart):
-            m.d.sync += [step.eq(0), r.eq(0), low.eq(0), borrow.eq(0), m_prev.eq(0),
+            m.d.sync += [step.eq(0), r.eq(0), borrow.eq(0), m_prev.eq(0), owe.eq(1),
                          row_carry.eq(0), row_gt.eq(0), first.eq(1)]
         with m.Elif(run & ~done):
             m.d.sync += [
-                step.eq(step + 1), r.eq(total[1:]), low.eq(low | total[0]), first.eq(0),
+                step.eq(step + 1), r.eq(total[1:]), first.eq(0), owe.eq(owe & ~carry),
                 borrow.eq(diff[1:]), m_prev.eq(m_bit),
                 row_carry.eq((a_bit & n_bit) | (row_carry & (a_bit | n_bit))),
                 row_gt.eq(Mux(sum_bit ^ lim_bit, sum_bit, row_gt)),
             ]
 
-        # extent > 2**32 (2**(32 + SKEW) for LOAD): r holds extent >> (steps - 1)
-        def beyond(p):
-            return (r[p + 1:] != 0) | (r[p] & ((r[:p] != 0) | low))
-
-        p = 33 - self.steps
+        # r ends as floor((2 * extent - 2) / 2**steps) for STORE, and as
+        # floor((2**(SKEW + 1) * extent - 2) / 2**(steps + SKEW)) for LOAD (row bytes
+        # not zero): the extent is above 2**32 exactly when r reaches 2**(33 - steps)
         m.d.comb += [
             self.extent_bad.eq((borrow == 0)
                                & Mux(is_ld, ld.length != 0, st.length != 0)
-                               & Mux(is_ld, beyond(p + skew), beyond(p))),
+                               & (r[33 - self.steps:] != 0)),
             self.rows_bad.eq(row_gt),
         ]
         return m

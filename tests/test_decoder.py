@@ -127,7 +127,7 @@ def _check_words(config, words, *, corrupt=None, waits=None):
             ctx.set(dut.word, word)
             waited = 0
             while not ctx.get(dut.ready):      # a LOAD/STORE walk takes a few cycles
-                assert waited < walk_steps(config), hex(word)
+                assert waited < walk_steps(config, Opcode.LOAD), hex(word)
                 await ctx.tick()
                 waited += 1
             if waits is not None:
@@ -155,11 +155,12 @@ def test_random_words_match_static_check(name):
     assert not mismatches, mismatches[:5]
     # other words decode at once; a LOAD/STORE walk takes walk_steps cycles: every one on
     # a 32-bit bus, only those whose extent could reach 2**32 on wider ones
-    steps = walk_steps(config)
-    walked = [w & 0xF in (Opcode.LOAD.value, Opcode.STORE.value) for w in words]
-    assert {n for n, s in zip(waits, walked, strict=True) if not s} == {0}
-    assert set(n for n, s in zip(waits, walked, strict=True) if s) == (
-        {steps} if config.axi_data_width == 32 else {0, steps})
+    for op in (Opcode.LOAD, Opcode.STORE):
+        steps = walk_steps(config, op)
+        got = {n for n, w in zip(waits, words, strict=True) if w & 0xF == op.value}
+        assert got == ({steps} if config.axi_data_width == 32 else {0, steps}), (op, got)
+    assert {n for n, w in zip(waits, words, strict=True)
+            if w & 0xF not in (Opcode.LOAD.value, Opcode.STORE.value)} == {0}
     assert waits.count(0) > len(words) // 2
     # the random words reach every static error class
     static_codes = {ErrorCode.NONE, ErrorCode.ILLEGAL_OPCODE, ErrorCode.RESERVED_BITS,
