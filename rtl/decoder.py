@@ -159,12 +159,13 @@ class _ExtentWalk(wiring.Component):
     window of the word for both: LOAD's operands appear multiplied by ``2**SKEW``, and so
     do its bytes per row and its limit of ``2**32``. The extent check
     ``dram_addr + (rows - 1) * stride + row_bytes > 2**32`` becomes a shift-and-add from
-    the least significant bit of ``rows - 1`` up: ``R <- (R + X + carry) >> 1`` over
-    ``steps`` cycles, with ``X = 2 * dram_addr`` first and then ``bit i of (rows - 1)``
-    times ``stride``, the row bytes entering bit by bit as the carry. The bits shifted out
-    are only OR-ed, so ``R`` ends as ``floor(extent / 2**(steps - 1))`` and one compare
-    with a power of two decides. ``rows - 1`` (``n_rows`` less the pads) and the row sum
-    are built bit-serially from the word, one bit per step, with a borrow and a carry.
+    the least significant bit of ``rows - 1`` up: ``R <- (R + X + carry) >> 1`` once per
+    cycle, with ``X = 2 * dram_addr`` first and then ``bit i of (rows - 1)`` times
+    ``stride``, ``row_bytes - 1`` entering bit by bit as the carry. ``R`` ends as
+    ``floor((2 * extent - 2) / 2**steps)`` (LOAD walks ``SKEW`` steps more), so the extent
+    is beyond ``2**32`` exactly when ``R`` reaches ``2**(33 - steps)``. ``rows - 1``
+    (``n_rows`` less the pads) and the row sum are read from the word one bit per step,
+    with a borrow and a carry.
     """
 
     def __init__(self, config):
@@ -310,7 +311,7 @@ class _ExtentWalk(wiring.Component):
 
 
 class Decoder(wiring.Component):
-    """Decoder of one instruction word: combinational but for the LOAD/STORE extent check.
+    """Decoder of one instruction word: combinational but for the LOAD/STORE walk.
 
     Parameters
     ----------
@@ -325,8 +326,8 @@ class Decoder(wiring.Component):
     next : In(1)
         The instruction is consumed; the next cycle starts a new one.
     ready : Out(1)
-        The outputs describe ``word``. Low for up to 12 cycles after a new LOAD or STORE
-        whose memory extent needs the full ``(n_rows - 1) * stride`` product.
+        The outputs describe ``word``. Low for :func:`walk_steps` cycles after a new LOAD
+        or STORE: every one on a 32-bit bus, else one whose extent could reach 2**32.
     error : Out(ErrorCode)
         The static-check result, exactly :func:`systolic.checks.static_check`.
     queue : Out(2)
