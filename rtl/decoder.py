@@ -5,12 +5,11 @@ Every layout, enum and rule here is read from :mod:`systolic.isa` and mirrors
 :class:`~systolic.isa.ErrorCode` as the golden model for every 128-bit word.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
-from systolic.checks import ADDR_LIMIT, BINARY_VECTOR_OPS
+from systolic.checks import BINARY_VECTOR_OPS
 from systolic.isa import (
     CONFIG_QUEUE,
     INSTR_BITS,
@@ -30,7 +29,7 @@ from systolic.numerics import SHIFT_MAX, OutType
 from .scratchpad import check_config
 
 __all__ = ["NO_QUEUE", "CHANNEL_ORDER", "UOP_OPS", "body_layout", "body_leaks", "uop_layout",
-           "Decoder"]
+           "SKEW", "walk_steps", "Decoder"]
 
 NO_QUEUE = 3                                # ``queue`` output of NOP, HALT and bad selectors
 CHANNEL_ORDER = ("L2E", "E2L", "E2S", "S2E")  # bit order of the ``pops``/``pushes`` masks
@@ -128,8 +127,191 @@ def _used_mask(op):
     return used
 
 
+def _offset(op, name):
+    return data.Layout.cast(LAYOUTS[op])[name].offset
+
+
+# LOAD's n_rows, addr, stride and dram_addr sit this many bits above STORE's
+SKEW = _offset(Opcode.LOAD, "stride") - _offset(Opcode.STORE, "stride")
+
+
+def walk_steps(config, opcode):
+    """Cycles ``ready`` stays low for a LOAD or STORE (``opcode``) that is walked: on a
+    32-bit bus every one (17 for a STORE, as the row check adds 16-bit row addresses bit
+    by bit), else only those whose memory extent could reach 2**32 (14: the 13 bits of
+    ``n_rows`` after the address); a LOAD takes :data:`SKEW` cycles more."""
+    steps = 17 if config.axi_data_width == 32 else 14
+    return steps + (SKEW if opcode is Opcode.LOAD else 0)
+
+
+def _bit(value, index):
+    """Bit ``index`` of ``value``, zero past its width (``index`` of at most 5 bits, a
+    negative one wrapped around: zero as well for values of up to 25 bits)."""
+    return Cat(value, Const(0, 32 - len(value))).bit_select(index[:5], 1)
+
+
+class _ExtentWalk(wiring.Component):
+    """The memory extent check of LOAD and STORE, one step per cycle, and with ``serial``
+    also their on-chip row check ``addr + n_rows > limit``.
+
+    The two opcodes keep ``n_rows``, ``addr``, ``stride`` and ``dram_addr`` at the same
+    places but for a skew of :data:`SKEW` bits (LOAD's higher), so the walk reads one
+    window of the word for both: LOAD's operands appear multiplied by ``2**SKEW``, and so
+    do its bytes per row and its limit of ``2**32``. The extent check
+    ``dram_addr + (rows - 1) * stride + row_bytes > 2**32`` becomes a shift-and-add from
+    the least significant bit of ``rows - 1`` up: ``R <- (R + X + carry) >> 1`` once per
+    cycle, with ``X = 2 * dram_addr`` first and then ``bit i of (rows - 1)`` times
+    ``stride``, ``row_bytes - 1`` entering bit by bit as the carry. ``R`` ends as
+    ``floor((2 * extent - 2) / 2**steps)`` (LOAD walks ``SKEW`` steps more), so the extent
+    is beyond ``2**32`` exactly when ``R`` reaches ``2**(33 - steps)``. ``rows - 1``
+    (``n_rows`` less the pads) and the row sum are read from the word one bit per step,
+    with a borrow and a carry.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.serial = config.axi_data_width == 32   # a word takes 16 cycles to fetch there
+        self.steps = walk_steps(config, Opcode.STORE)
+        super().__init__({
+            "word": In(INSTR_BITS),
+            "restart": In(1),
+            "ready": Out(1),
+            "extent_bad": Out(1),
+            "rows_bad": Out(1),
+        })
+
+    def elaborate(self, platform):
+        c = self.config
+        m = Module()
+        w = self.word
+        code = w[:4]
+        is_ld, is_st = code == Opcode.LOAD.value, code == Opcode.STORE.value
+        ld = data.View(LAYOUTS[Opcode.LOAD], w[:data.Layout.cast(LAYOUTS[Opcode.LOAD]).size])
+        st = data.View(LAYOUTS[Opcode.STORE], w[:data.Layout.cast(LAYOUTS[Opcode.STORE]).size])
+
+        def window(name, width):
+            lo = _offset(Opcode.STORE, name)
+            return w[lo:_offset(Opcode.LOAD, name) + width], _offset(Opcode.LOAD, name) - lo
+
+        stride, skew = window("stride", 24)
+        addr_w, skew_a = window("dram_addr", 32)
+        assert skew == skew_a == SKEW >= 0
+        width = 32 + skew                       # of the shifting register R
+
+        # LOAD walks SKEW steps more: its extent, 2**SKEW times larger, ends as small
+        step = Signal(range(self.steps + skew + 1))
+        first = Signal(init=1)                  # step 0 (m_prev is 0 then)
+        done = Signal()
+        m.d.comb += done.eq(step == self.steps + Mux(is_ld, skew, 0))
+        if self.serial:
+            run = is_ld | is_st
+        else:   # extents that cannot reach 2**32 are not walked
+            small = Mux(is_ld, (ld.stride[16:] == 0) & (ld.dram_addr[28:] != 0xF),
+                        (st.stride[16:] == 0) & (st.dram_addr[28:] != 0xF))
+            run = (is_ld | is_st) & ~small
+        m.d.comb += self.ready.eq(~run | done)
+
+        # rows - 1, bit-serially: n_rows less (LOAD) the pads, less one
+        rows, skew_n = window("n_rows", 13)
+        n_bit = Signal()
+        m.d.comb += n_bit.eq((step < 13) & _bit(rows, step + Mux(is_ld, skew_n, 0)))
+        borrow = Signal(2)
+        sub = Signal(3)
+        m.d.comb += sub.eq(borrow + (step == 0)
+                           + (is_ld & _bit(ld.pad_top, step)) + (is_ld & _bit(ld.pad_bottom, step)))
+        m_bit = n_bit ^ sub[0]
+        diff = Signal(3)
+        m.d.comb += diff.eq(sub + 1 - n_bit)
+        m_prev = Signal()                       # bit step - 1 of rows - 1
+
+        # row bytes (times 2**SKEW for LOAD), bit step - 1 of it as the carry: the bit of
+        # one window over both opcodes' ``length``, at step plus a per-opcode offset
+        at = {op: _offset(op, "length") for op in (Opcode.LOAD, Opcode.STORE)}
+        lo, hi = min(at.values()), max(at.values()) + 7
+        base = {op: at[op] - lo for op in at}
+        own = Signal(hi - lo)                   # the word's bits of the opcode's length
+        for i in range(hi - lo):
+            owners = [is_ld if op is Opcode.LOAD else ~is_ld
+                      for op in at if base[op] <= i < base[op] + 7]
+            m.d.comb += own[i].eq(w[lo + i] & (owners[0] if len(owners) == 1 else 1))
+        ld_shift = skew + Mux(ld.dest.as_value() == LoadDest.SP.value, 0, 2)
+        st_shift = Mux(st.out_type == OutType.INT32, 2, 0)
+        shift = Signal(5)                       # step - shift is the bit of own
+        m.d.comb += shift.eq(Mux(is_ld, ld_shift + 1 - base[Opcode.LOAD],
+                                 st_shift + 1 - base[Opcode.STORE]))
+        carry = _bit(own, (step - shift)[:5])
+        # the row bytes less one (bit step - 1 from step 1 on): the walk adds 2 * extent - 2
+        owe = Signal(init=1)                    # the one is still to be subtracted
+        less = Signal()
+        m.d.comb += less.eq(Mux(first, 0, carry ^ owe))
+
+        # the shift-and-add
+        # x = 2 * dram_addr in the first step, stride in a step after a one of rows - 1; the
+        # bits of the window that belong to another field of the opcode are masked
+        gates = {}
+        for name, on in (("a", first), ("s", m_prev)):
+            for kind, cond in (("lo", ~is_ld), ("mid", 1), ("hi", is_ld)):
+                gates[name, kind] = Signal(name=f"gate_{name}_{kind}")
+                m.d.comb += gates[name, kind].eq(on & cond)
+
+        def masked(value, name, hi_from):
+            # LOAD: the bits below the skew belong to another field; STORE: the bits from
+            # ``hi_from`` up do
+            return Cat(value[:skew] & gates[name, "lo"].replicate(skew),
+                       value[skew:hi_from] & gates[name, "mid"].replicate(hi_from - skew),
+                       value[hi_from:] & gates[name, "hi"].replicate(len(value) - hi_from))
+
+        r = Signal(width)
+        x = Signal(width + 1)
+        m.d.comb += x.eq(Cat(Const(0, 1), masked(addr_w, "a", 32)) | masked(stride, "s", 24))
+        total = Signal(width + 1)
+        m.d.comb += total.eq(r + x + less)
+
+        # the row check, bit-serially: addr + n_rows against the limit of the memory
+        addrs, skew_r = window("addr", 16)
+        a_bit = (step < 16) & _bit(addrs, step + Mux(is_ld, skew_r, 0))
+        row_carry = Signal()
+        row_gt = Signal()                       # the sum's bits so far exceed the limit's
+        limit = Signal(17)
+        limits = {LoadDest.SP.value: c.sp_rows, LoadDest.ACC.value: c.acc_rows,
+                  LoadDest.PARAM.value: c.param_rows}
+        assert max(c.sp_rows, c.acc_rows, c.param_rows) < 1 << 17
+        with m.If(is_ld):
+            with m.Switch(ld.dest.as_value()):
+                for dest, rows_limit in limits.items():
+                    with m.Case(dest):
+                        m.d.comb += limit.eq(rows_limit)
+        with m.Else():
+            m.d.comb += limit.eq(Mux(st.src.as_value() == StoreSrc.SP.value, c.sp_rows,
+                                     c.acc_rows))
+        sum_bit = a_bit ^ n_bit ^ row_carry
+        lim_bit = _bit(limit, step)
+
+        with m.If(self.restart):
+            m.d.sync += [step.eq(0), r.eq(0), borrow.eq(0), m_prev.eq(0), owe.eq(1),
+                         row_carry.eq(0), row_gt.eq(0), first.eq(1)]
+        with m.Elif(run & ~done):
+            m.d.sync += [
+                step.eq(step + 1), r.eq(total[1:]), first.eq(0), owe.eq(owe & ~carry),
+                borrow.eq(diff[1:]), m_prev.eq(m_bit),
+                row_carry.eq((a_bit & n_bit) | (row_carry & (a_bit | n_bit))),
+                row_gt.eq(Mux(sum_bit ^ lim_bit, sum_bit, row_gt)),
+            ]
+
+        # r ends as floor((2 * extent - 2) / 2**steps) for STORE, and as
+        # floor((2**(SKEW + 1) * extent - 2) / 2**(steps + SKEW)) for LOAD (row bytes
+        # not zero): the extent is above 2**32 exactly when r reaches 2**(33 - steps)
+        m.d.comb += [
+            self.extent_bad.eq((borrow == 0)
+                               & Mux(is_ld, ld.length != 0, st.length != 0)
+                               & (r[33 - self.steps:] != 0)),
+            self.rows_bad.eq(row_gt),
+        ]
+        return m
+
+
 class Decoder(wiring.Component):
-    """Decoder of one instruction word: combinational but for the LOAD/STORE extent check.
+    """Decoder of one instruction word: combinational but for the LOAD/STORE walk.
 
     Parameters
     ----------
@@ -144,8 +326,8 @@ class Decoder(wiring.Component):
     next : In(1)
         The instruction is consumed; the next cycle starts a new one.
     ready : Out(1)
-        The outputs describe ``word``. Low for up to 12 cycles after a new LOAD or STORE
-        whose memory extent needs the full ``(n_rows - 1) * stride`` product.
+        The outputs describe ``word``. Low for :func:`walk_steps` cycles after a new LOAD
+        or STORE: every one on a 32-bit bus, else one whose extent could reach 2**32.
     error : Out(ErrorCode)
         The static-check result, exactly :func:`systolic.checks.static_check`.
     queue : Out(2)
@@ -322,68 +504,33 @@ class Decoder(wiring.Component):
                                           & ((st.dram_addr[:2] != 0) | (st.stride[:2] != 0)))
 
         # -- ADDRESS_RANGE -------------------------------------------------------------------
-        # One memory-extent check serves LOAD and STORE: its operands are picked by the
-        # opcode first, so a single (n - 1) * stride product is built.
-        ext_addr = Signal(32)
-        ext_stride = Signal(24)
-        ext_rows = Signal(13)       # rows that touch memory (pads excluded)
-        ext_bytes = Signal(9)       # bytes per memory row
-        with m.If(op_is[Opcode.STORE]):
-            m.d.comb += [
-                ext_addr.eq(st.dram_addr), ext_stride.eq(st.stride), ext_rows.eq(st.n_rows),
-                ext_bytes.eq(Mux(st.out_type == OutType.INT32, st.length * 4, st.length)),
-            ]
-        with m.Else():
-            rows_m = Signal(signed(15))
-            m.d.comb += rows_m.eq(ld.n_rows - load_pads)
-            m.d.comb += [
-                ext_addr.eq(ld.dram_addr), ext_stride.eq(ld.stride),
-                ext_rows.eq(rows_m.as_unsigned()[:13]),
-                ext_bytes.eq(Mux(ld.dest.as_value() == LoadDest.SP.value, ld.length,
-                                 ld.length * 4)),
-            ]
-        # addr + (n-1)*stride + row_bytes > 2**32, and only when n, row_bytes > 0. A row
-        # count beyond MAX_ROWS (4096) is a BAD_FIELD, which outranks ADDRESS_RANGE, so
-        # n - 1 needs 12 bits. The product is built by shift-and-add, most significant bit
-        # of n - 1 first, one bit per cycle while ``ready`` is low; a transfer that cannot
-        # reach 2**32 (stride below 2**16 and addr below 0xF000_0000) needs no product.
-        steps = Signal(ceil_log2(MAX_ROWS))
-        m.d.comb += steps.eq(ext_rows - 1)
-        base = Signal(33)
-        m.d.comb += base.eq(ext_addr + ext_bytes)
-        product = Signal(ceil_log2(MAX_ROWS) + 24 + 1)   # (n - 1) * stride so far
-        bit = Signal(range(len(steps)), init=len(steps) - 1)
-        done = Signal()
-        nonzero = (ext_rows != 0) & (ext_bytes != 0)
-        small = (ext_stride[16:] == 0) & (ext_addr[28:] != 0xF)
-        slow = Signal()
-        m.d.comb += slow.eq((op_is[Opcode.LOAD] | op_is[Opcode.STORE]) & nonzero
-                            & (steps != 0) & (ext_stride != 0) & ~small)
-        m.d.comb += self.ready.eq(~slow | done)
-        with m.If(~self.valid | self.next):
-            m.d.sync += [product.eq(0), bit.eq(bit.init), done.eq(0)]
-        with m.Elif(slow & ~done):
-            m.d.sync += [product.eq((product << 1) + Mux(steps.bit_select(bit, 1),
-                                                         ext_stride, 0)),
-                         bit.eq(bit - 1)]
-            with m.If(bit == 0):
-                m.d.sync += done.eq(1)
-        extent_bad = nonzero & _above(base + product, ADDR_LIMIT)
+        # The memory extent of a LOAD or STORE (and, with a serial walk, its on-chip row
+        # range) is checked by _ExtentWalk over a few cycles while ``ready`` is low.
+        m.submodules.walk = walk = _ExtentWalk(c)
+        m.d.comb += [walk.word.eq(self.word), walk.restart.eq(~self.valid | self.next),
+                     self.ready.eq(walk.ready)]
+        extent_bad = walk.extent_bad
 
         out_range = Signal()
         with m.Switch(code):
             with m.Case(Opcode.LOAD):
                 dest = ld.dest.as_value()
-                rows_out = Mux(dest == LoadDest.SP.value, _sum_above(ld.addr, ld.n_rows, c.sp_rows),
-                               Mux(dest == LoadDest.ACC.value,
-                                   _sum_above(ld.addr, ld.n_rows, c.acc_rows),
-                                   _sum_above(ld.addr, ld.n_rows, c.param_rows)))
+                if walk.serial:
+                    rows_out = walk.rows_bad
+                else:
+                    rows_out = Mux(dest == LoadDest.SP.value,
+                                   _sum_above(ld.addr, ld.n_rows, c.sp_rows),
+                                   Mux(dest == LoadDest.ACC.value,
+                                       _sum_above(ld.addr, ld.n_rows, c.acc_rows),
+                                       _sum_above(ld.addr, ld.n_rows, c.param_rows)))
                 m.d.comb += out_range.eq(rows_out | extent_bad)
             with m.Case(Opcode.STORE):
                 from_sp = st.src.as_value() == StoreSrc.SP.value
+                rows_out = (walk.rows_bad if walk.serial else
+                            Mux(from_sp, _sum_above(st.addr, st.n_rows, c.sp_rows),
+                                _sum_above(st.addr, st.n_rows, c.acc_rows)))
                 m.d.comb += out_range.eq(
-                    Mux(from_sp, _sum_above(st.addr, st.n_rows, c.sp_rows),
-                        _sum_above(st.addr, st.n_rows, c.acc_rows))
+                    rows_out
                     | (st.per_channel & _above(st.param_addr, c.param_rows - 2))
                     | extent_bad)
             with m.Case(Opcode.MATMUL):

@@ -19,10 +19,9 @@ from systolic.isa import (
     encode,
 )
 from systolic.model import _POPS, _PUSHES
-from systolic.rtl.decoder import CHANNEL_ORDER, NO_QUEUE, UOP_OPS, Decoder
+from systolic.rtl.decoder import CHANNEL_ORDER, NO_QUEUE, UOP_OPS, Decoder, walk_steps
 
 FLAGS = ("pop_prev", "pop_next", "push_prev", "push_next")
-MAX_DECODE_CYCLES = 12   # the shift-and-add extent check: one cycle per bit of n_rows - 1
 
 
 def _field_widths(op):
@@ -127,8 +126,8 @@ def _check_words(config, words, *, corrupt=None, waits=None):
         for n, word in enumerate(words):
             ctx.set(dut.word, word)
             waited = 0
-            while not ctx.get(dut.ready):      # a LOAD/STORE extent takes a few cycles
-                assert waited < MAX_DECODE_CYCLES, hex(word)
+            while not ctx.get(dut.ready):      # a LOAD/STORE walk takes a few cycles
+                assert waited < walk_steps(config, Opcode.LOAD), hex(word)
                 await ctx.tick()
                 waited += 1
             if waits is not None:
@@ -154,8 +153,15 @@ def test_random_words_match_static_check(name):
     waits = []
     mismatches = _check_words(config, words, waits=waits)
     assert not mismatches, mismatches[:5]
-    # most words decode at once; the extent product of some LOAD/STOREs takes 12 cycles
-    assert waits.count(0) > len(words) // 2 and max(waits) == MAX_DECODE_CYCLES
+    # other words decode at once; a LOAD/STORE walk takes walk_steps cycles: every one on
+    # a 32-bit bus, only those whose extent could reach 2**32 on wider ones
+    for op in (Opcode.LOAD, Opcode.STORE):
+        steps = walk_steps(config, op)
+        got = {n for n, w in zip(waits, words, strict=True) if w & 0xF == op.value}
+        assert got == ({steps} if config.axi_data_width == 32 else {0, steps}), (op, got)
+    assert {n for n, w in zip(waits, words, strict=True)
+            if w & 0xF not in (Opcode.LOAD.value, Opcode.STORE.value)} == {0}
+    assert waits.count(0) > len(words) // 2
     # the random words reach every static error class
     static_codes = {ErrorCode.NONE, ErrorCode.ILLEGAL_OPCODE, ErrorCode.RESERVED_BITS,
                     ErrorCode.BAD_FIELD, ErrorCode.MISALIGNED, ErrorCode.ADDRESS_RANGE}
@@ -227,6 +233,60 @@ def test_directed_error_classes(name):
             elif code is not ErrorCode.NONE or got is ErrorCode.NONE:
                 assert got is code, (hex(w), got, code)
             words.append(w)
+    assert not _check_words(config, words)
+
+
+def _extent_edges(config, rng, count):
+    """LOAD and STORE words, legal but for their memory extent, whose extent ends within a
+    few bytes of 2**32 (on both sides), with large strides, pads and every row size."""
+    words = []
+    while len(words) < count:
+        n_rows = rng.choice([1, 2, 3, rng.randrange(1, 4097), 4096])
+        if rng.random() < 0.5:
+            dest = rng.choice([0, 1, 2])
+            eb = 1 if dest == 0 else 4
+            pads = [rng.randrange(min(16, n_rows + 1)) for _ in range(2)]
+            if sum(pads) > n_rows:
+                continue
+            length = rng.randrange(1, (config.sp_width if dest == 0 else config.cols) + 1)
+            limit = {0: config.sp_rows, 1: config.acc_rows, 2: config.param_rows}[dest]
+            if n_rows > limit:
+                continue
+            rows = n_rows - sum(pads)
+            fields = dict(dest=dest, length=length, pad_top=pads[0], pad_bottom=pads[1],
+                          n_rows=n_rows, addr=rng.randrange(limit - n_rows + 1))
+            op = Opcode.LOAD
+        else:
+            src_sp = rng.random() < 0.3
+            out_type = 0 if src_sp else rng.choice([0, 1, 2])
+            eb = 4 if out_type == 2 else 1
+            length = rng.randrange(1, (config.sp_width if src_sp else config.cols) + 1)
+            limit = config.sp_rows if src_sp else config.acc_rows
+            if n_rows > limit:
+                continue
+            rows = n_rows
+            fields = dict(src=int(src_sp), out_type=out_type, length=length, n_rows=n_rows,
+                          addr=rng.randrange(limit - n_rows + 1))
+            op = Opcode.STORE
+        align = 4 if eb == 4 else 1
+        stride = rng.choice([0, rng.randrange(1 << 24), (1 << 24) - 1, 1 << 16]) // align
+        stride *= align
+        reach = (rows - 1) * stride + length * eb if rows > 0 else 0
+        if reach >= 1 << 32:
+            continue
+        for delta in (-2 * align, -align, 0, align, 2 * align):
+            dram_addr = (1 << 32) - reach + delta
+            if 0 <= dram_addr < 1 << 32 and dram_addr % align == 0:
+                words.append(_i(op, stride=stride, dram_addr=dram_addr, **fields))
+    return words
+
+
+@pytest.mark.parametrize("name", ["tiny", "icebreaker", "default"])
+def test_extent_edges_match_static_check(name):
+    config = preset(name)
+    words = _extent_edges(config, random.Random(f"edges-{name}"), 400)
+    codes = [static_check(config, w)[0] for w in words]
+    assert {ErrorCode.NONE, ErrorCode.ADDRESS_RANGE} == set(codes)
     assert not _check_words(config, words)
 
 
