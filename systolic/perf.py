@@ -8,7 +8,8 @@ start and a completion time:
   its queue; it stalls, and every instruction behind it with it, while the target queue
   is full, i.e. until the instruction ``queue_depth`` places earlier in the same queue
   has started; a queue of depth 1 has no storage, so fetch waits until the instruction
-  itself has started.
+  itself has started. On a 32-bit bus the decoder checks every LOAD and STORE serially
+  (:func:`~systolic.rtl.decoder.walk_steps` cycles) before the next word is dispatched.
 * **Queues** run in order. An instruction starts when it has been dispatched
   (``+ dispatch``), its unit is free and every token it pops has been pushed
   (``+ token``); the ``k``-th pop of a channel waits for the ``k``-th push.
@@ -314,12 +315,16 @@ def _walk(config, words, p, conflicts, trace, record=False):
     end = drained = 0.0
     macs = nread = nwritten = serial = count = shift = 0
     record = _Writes() if record else None
+    from .rtl.decoder import walk_steps
+    decode_free = 0.0   # a walked LOAD/STORE holds decode
     for word in words:
         i = decode(word)
         count += 1
-        fetch += p.fetch_interval
+        fetch = max(fetch + p.fetch_interval, decode_free)
         if i.opcode is Opcode.HALT:
             break
+        if i.opcode in (Opcode.LOAD, Opcode.STORE) and c.axi_data_width == 32:
+            decode_free = fetch + walk_steps(c, i.opcode)
         q = queue_of(i)
         if q is None:
             continue
