@@ -94,6 +94,9 @@ class WSMesh(wiring.Component):
         Element shapes of inputs and weights.
     multiplier : str or callable
         Multiplier kind or factory for every PE.
+    shadow : bool
+        PEs keep a shadow weight (default), or weights load straight into the active
+        registers (``swap`` unused).
 
     Members
     -------
@@ -111,11 +114,12 @@ class WSMesh(wiring.Component):
         Sum leaving the bottom of each column (combinational from the last tile row).
     """
 
-    def __init__(self, grouping, a_shape, w_shape, *, multiplier="generic"):
+    def __init__(self, grouping, a_shape, w_shape, *, multiplier="generic", shadow=True):
         self.grouping = grouping
         rows, cols = grouping.rows, grouping.cols
         self._shapes = (a_shape, w_shape)
         self._multiplier = multiplier
+        self.shadow = bool(shadow)
         super().__init__({
             "a": In(data.ArrayLayout(a_shape, rows)),
             "swap": In(rows),
@@ -135,9 +139,10 @@ class WSMesh(wiring.Component):
         for k in range(g.rows):
             for n in range(g.cols):
                 left_a = self.a[k] if n == 0 else a[k][n - 1]
-                left_s = self.swap[k] if n == 0 else swap[k][n - 1]
                 a[k][n] = _stage(m, left_a, g.col_boundary(n), f"a_{k}_{n}")
-                swap[k][n] = _stage(m, left_s, g.col_boundary(n), f"swap_{k}_{n}")
+                if self.shadow:
+                    left_s = self.swap[k] if n == 0 else swap[k][n - 1]
+                    swap[k][n] = _stage(m, left_s, g.col_boundary(n), f"swap_{k}_{n}")
         for n in range(g.cols):
             psum = Signal(signed(ACC_BITS), name=f"psum_top_{n}")
             w_valid, w_row, w_data = self.w_valid[n], self.w_row[n], self.w_data[n]
@@ -147,15 +152,16 @@ class WSMesh(wiring.Component):
                 w_valid = _stage(m, w_valid, edge, f"w_valid_{k}_{n}")
                 w_row = _stage(m, w_row, edge, f"w_row_{k}_{n}")
                 w_data = _stage(m, w_data, edge, f"w_data_{k}_{n}")
-                pe = WSPE(a_shape, w_shape, multiplier=multiplier)
+                pe = WSPE(a_shape, w_shape, multiplier=multiplier, shadow=self.shadow)
                 m.submodules[f"pe_{k}_{n}"] = pe
                 m.d.comb += [
                     pe.a.eq(a[k][n]),
-                    pe.swap.eq(swap[k][n]),
                     pe.psum_in.eq(psum),
                     pe.w_load.eq(w_valid & (w_row == k)),
                     pe.w_data.eq(w_data),
                 ]
+                if self.shadow:
+                    m.d.comb += pe.swap.eq(swap[k][n])
                 psum = pe.psum_out
             m.d.comb += self.psum[n].eq(psum)
         return m

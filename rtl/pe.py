@@ -31,7 +31,10 @@ class WSPE(wiring.Component):
 
     The active weight multiplies every input; a shadow register takes the next tile's
     weight meanwhile, and ``swap`` moves it into the active register at the end of the
-    cycle, so the input of the following cycle already sees the new weight.
+    cycle, so the input of the following cycle already sees the new weight. Without the
+    shadow register (``shadow=False``) ``w_load`` writes the active weight itself and
+    ``swap`` is ignored: the feeder then orders weight loads after the inputs of the old
+    tile.
 
     Parameters
     ----------
@@ -39,6 +42,8 @@ class WSPE(wiring.Component):
         Shapes of the input element and of the weight (1..8 bits, signed or unsigned).
     multiplier : str or callable
         Multiplier kind or factory, see :func:`.multiplier.multiplier_factory`.
+    shadow : bool
+        Keep a shadow weight register (default) or load the active weight directly.
 
     Members
     -------
@@ -49,21 +54,23 @@ class WSPE(wiring.Component):
     psum_out : Out(signed(32))
         ``psum_in + a * weight``, combinational, wrapping at 32 bits.
     swap : In(1)
-        Make the shadow weight active from the next cycle on.
+        Make the shadow weight active from the next cycle on (unused without shadow).
     w_load : In(1)
-        Write ``w_data`` into the shadow weight at the end of the cycle.
+        Write ``w_data`` into the shadow weight (without shadow: the active weight) at
+        the end of the cycle.
     w_data : In(w_shape)
         Weight to preload.
     weight : Out(w_shape)
         The active weight.
     """
 
-    def __init__(self, a_shape, w_shape, *, multiplier="generic"):
+    def __init__(self, a_shape, w_shape, *, multiplier="generic", shadow=True):
         _check_shape("WSPE", "a_shape", a_shape)
         _check_shape("WSPE", "w_shape", w_shape)
         # built here rather than in elaborate, so a pairing factory sees every PE of a mesh
         # before any of them is elaborated
         self._mul = multiplier_factory(multiplier)(a_shape, w_shape)
+        self.shadow = bool(shadow)
         super().__init__({
             "a": In(a_shape),
             "psum_in": In(signed(ACC_BITS)),
@@ -76,13 +83,17 @@ class WSPE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        shadow = Signal.like(self.w_data, name="shadow")
         active = Signal.like(self.w_data, name="active")
         m.submodules.mul = mul = self._mul
-        with m.If(self.w_load):
-            m.d.sync += shadow.eq(self.w_data)
-        with m.If(self.swap):
-            m.d.sync += active.eq(shadow)
+        if self.shadow:
+            shadow = Signal.like(self.w_data, name="shadow")
+            with m.If(self.w_load):
+                m.d.sync += shadow.eq(self.w_data)
+            with m.If(self.swap):
+                m.d.sync += active.eq(shadow)
+        else:
+            with m.If(self.w_load):
+                m.d.sync += active.eq(self.w_data)
         m.d.comb += [
             mul.a.eq(self.a),
             mul.b.eq(active),

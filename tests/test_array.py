@@ -172,6 +172,57 @@ def test_ws_push_at_swap_belongs_to_next_tile():
     sb.finish()
 
 
+def direct_schedule(config, rng, *, cycles=60, tag_bits=3, late=False):
+    """Random weight pushes and input rows (with bubbles) for an array without shadow
+    weights: a weight row pushed in cycle ``c`` serves the input rows of cycle ``c`` on
+    (``late``: from ``c + 1`` on, the wrong rule, for the expected-fail test)."""
+    c = config
+    W = np.zeros((c.rows, c.cols), dtype=np.int64)
+    sched = bench.Schedule()
+    for t in range(cycles):
+        sched.at(t)
+        push = rng.random() < 0.4
+        if push:
+            k = int(rng.integers(c.rows))
+            row = bench.element_values(rng, c.cols, c.weight_bits, c.weight_signed)
+            sched.weight[t] = {"row": k, "data": bench.to_bytes(rng, row, c.weight_bits)}
+            if not late:
+                W[k] = row
+        if rng.random() < 0.7:
+            x = bench.element_values(rng, c.rows, c.input_bits, c.input_signed)
+            tag = int(rng.integers(1 << tag_bits))
+            sched.inp[t] = {"valid": 1, "swap": int(rng.integers(2)), "tag": tag,
+                            "data": bench.to_bytes(rng, x, c.input_bits)}
+            sched.expected.append(bench.Expected(bench.wrap32(x @ W), tag, due=t))
+        if push and late:
+            W[k] = row
+    return sched
+
+
+@pytest.mark.parametrize("every", [0, 1, 2])
+@pytest.mark.parametrize("input_signed,weight_signed", SIGNEDNESS)
+def test_ws_direct_weights_serve_rows_from_their_cycle(every, input_signed, weight_signed):
+    """Without shadow weights a pushed weight row is used by the input rows of its own
+    cycle and later, in every PE whatever its pipeline stage; ``swap`` does nothing."""
+    cfg = AcceleratorConfig(rows=3, cols=4, pipeline_every=every, input_signed=input_signed,
+                            weight_signed=weight_signed, input_bits=7)
+    dut = WSArray(cfg, tag_bits=3, shadow=False)
+    sched = direct_schedule(cfg, np.random.default_rng(every))
+    sb = bench.Scoreboard(sched.expected, latency=dut.latency)
+    run_sim(dut, sched, sb)
+    sb.finish()
+    assert sb.matched == len(sched.expected) > 20
+
+
+def test_ws_direct_scoreboard_catches_late_weights():
+    """Expected fail: with the weights taking effect one row late, the scoreboard fails."""
+    cfg = AcceleratorConfig(rows=2, cols=2, pipeline_every=1)
+    sched = direct_schedule(cfg, np.random.default_rng(3), late=True)
+    sb = bench.Scoreboard(sched.expected, latency=array_latency(cfg))
+    with pytest.raises(AssertionError, match="column"):
+        run_sim(WSArray(cfg, tag_bits=3, shadow=False), sched, sb)
+
+
 def test_os_drain_order_and_rows():
     cfg = AcceleratorConfig(rows=3, cols=2, dataflow="os", pipeline_every=1)
     dut = OSArray(cfg, tag_bits=4)

@@ -128,6 +128,33 @@ def test_ws_pe_shadow_and_swap(a_shape, w_shape):
     simulate(dut, testbench)
 
 
+@pytest.mark.parametrize("a_shape,w_shape", [(signed(8), signed(8)), (unsigned(4), signed(6))])
+def test_ws_pe_without_shadow_loads_active(a_shape, w_shape):
+    """Without a shadow register ``w_load`` writes the active weight at the end of its
+    cycle and ``swap`` changes nothing."""
+    dut = WSPE(a_shape, w_shape, shadow=False)
+    rng = np.random.default_rng(1)
+    lo_w, hi_w = min(values(w_shape)), max(values(w_shape))
+
+    async def testbench(ctx):
+        active = 0
+        for _ in range(200):
+            a = int(rng.choice(values(a_shape)))
+            load = bool(rng.random() < 0.4)
+            w = int(rng.choice([lo_w, hi_w, rng.integers(lo_w, hi_w + 1)]))
+            ctx.set(dut.a, a)
+            ctx.set(dut.psum_in, 7)
+            ctx.set(dut.w_load, load)
+            ctx.set(dut.w_data, w)
+            ctx.set(dut.swap, bool(rng.random() < 0.5))
+            assert ctx.get(dut.psum_out) == 7 + a * active
+            assert ctx.get(dut.weight) == active
+            await ctx.tick()
+            if load:
+                active = w
+    simulate(dut, testbench)
+
+
 @pytest.mark.parametrize("a_shape,b_shape", [(signed(8), signed(8)), (unsigned(8), signed(8)),
                                              (unsigned(8), unsigned(8))])
 def test_os_pe_accumulates_and_drains(a_shape, b_shape):
