@@ -13,7 +13,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .multiplier import multiplier_factory
-from .pe import ACC_BITS, OSPE, WSPE
+from .pe import ACC_BITS, OSPE, WSPE, column_sum_bits
 
 __all__ = ["Grouping", "WSMesh", "OSMesh"]
 
@@ -110,8 +110,10 @@ class WSMesh(wiring.Component):
         Row the weight belongs to.
     w_data : In(ArrayLayout(w_shape, cols))
         The weight.
-    psum : Out(ArrayLayout(signed(32), cols))
-        Sum leaving the bottom of each column (combinational from the last tile row).
+    psum : Out(ArrayLayout(signed(psum_bits), cols))
+        Sum leaving the bottom of each column (combinational from the last tile row),
+        exact in ``psum_bits = column_sum_bits(a_shape, w_shape, rows)`` bits: partial
+        sums and their pipeline registers are no wider.
     """
 
     def __init__(self, grouping, a_shape, w_shape, *, multiplier="generic", shadow=True):
@@ -120,13 +122,14 @@ class WSMesh(wiring.Component):
         self._shapes = (a_shape, w_shape)
         self._multiplier = multiplier
         self.shadow = bool(shadow)
+        self.psum_bits = column_sum_bits(a_shape, w_shape, rows)
         super().__init__({
             "a": In(data.ArrayLayout(a_shape, rows)),
             "swap": In(rows),
             "w_valid": In(cols),
             "w_row": In(data.ArrayLayout(range(rows), cols)),
             "w_data": In(data.ArrayLayout(w_shape, cols)),
-            "psum": Out(data.ArrayLayout(signed(ACC_BITS), cols)),
+            "psum": Out(data.ArrayLayout(signed(self.psum_bits), cols)),
         })
 
     def elaborate(self, platform):
@@ -144,7 +147,7 @@ class WSMesh(wiring.Component):
                     left_s = self.swap[k] if n == 0 else swap[k][n - 1]
                     swap[k][n] = _stage(m, left_s, g.col_boundary(n), f"swap_{k}_{n}")
         for n in range(g.cols):
-            psum = Signal(signed(ACC_BITS), name=f"psum_top_{n}")
+            psum = Signal(signed(self.psum_bits), name=f"psum_top_{n}")
             w_valid, w_row, w_data = self.w_valid[n], self.w_row[n], self.w_data[n]
             for k in range(g.rows):
                 edge = g.row_boundary(k)
@@ -152,7 +155,8 @@ class WSMesh(wiring.Component):
                 w_valid = _stage(m, w_valid, edge, f"w_valid_{k}_{n}")
                 w_row = _stage(m, w_row, edge, f"w_row_{k}_{n}")
                 w_data = _stage(m, w_data, edge, f"w_data_{k}_{n}")
-                pe = WSPE(a_shape, w_shape, multiplier=multiplier, shadow=self.shadow)
+                pe = WSPE(a_shape, w_shape, multiplier=multiplier, shadow=self.shadow,
+                          psum_bits=self.psum_bits)
                 m.submodules[f"pe_{k}_{n}"] = pe
                 m.d.comb += [
                     pe.a.eq(a[k][n]),

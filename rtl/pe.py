@@ -9,12 +9,25 @@ one, every PE has registered operands and registered results, the classic systol
 from amaranth.hdl import Module, Mux, Shape, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from .multiplier import multiplier_factory
 
-__all__ = ["WSPE", "OSPE"]
+__all__ = ["WSPE", "OSPE", "column_sum_bits"]
 
 ACC_BITS = 32
+
+
+def column_sum_bits(a_shape, w_shape, rows):
+    """Bits of a signed value that holds every sum of ``rows`` products of ``a_shape``
+    and ``w_shape`` values exactly (at most ``ACC_BITS``).
+
+    A product fits ``a.width + w.width`` bits, signed when a factor is (unsigned: one
+    more bit for the sign); ``rows`` of them need ``ceil_log2(rows)`` bits more.
+    """
+    a, w = Shape.cast(a_shape), Shape.cast(w_shape)
+    width = a.width + w.width + ceil_log2(rows) + (0 if a.signed or w.signed else 1)
+    return min(width, ACC_BITS)
 
 
 def _check_shape(who, name, shape):
@@ -44,15 +57,18 @@ class WSPE(wiring.Component):
         Multiplier kind or factory, see :func:`.multiplier.multiplier_factory`.
     shadow : bool
         Keep a shadow weight register (default) or load the active weight directly.
+    psum_bits : int
+        Width of the partial sums (signed, wrapping; default 32). A mesh narrows them to
+        :func:`column_sum_bits`, which holds its column sums exactly.
 
     Members
     -------
     a : In(a_shape)
         Input element.
-    psum_in : In(signed(32))
+    psum_in : In(signed(psum_bits))
         Partial sum from the PE above (0 at the top row).
-    psum_out : Out(signed(32))
-        ``psum_in + a * weight``, combinational, wrapping at 32 bits.
+    psum_out : Out(signed(psum_bits))
+        ``psum_in + a * weight``, combinational, wrapping at ``psum_bits``.
     swap : In(1)
         Make the shadow weight active from the next cycle on (unused without shadow).
     w_load : In(1)
@@ -64,17 +80,21 @@ class WSPE(wiring.Component):
         The active weight.
     """
 
-    def __init__(self, a_shape, w_shape, *, multiplier="generic", shadow=True):
+    def __init__(self, a_shape, w_shape, *, multiplier="generic", shadow=True,
+                 psum_bits=ACC_BITS):
         _check_shape("WSPE", "a_shape", a_shape)
         _check_shape("WSPE", "w_shape", w_shape)
         # built here rather than in elaborate, so a pairing factory sees every PE of a mesh
         # before any of them is elaborated
         self._mul = multiplier_factory(multiplier)(a_shape, w_shape)
         self.shadow = bool(shadow)
+        if not isinstance(psum_bits, int) or not 2 <= psum_bits <= ACC_BITS:
+            raise ValueError(f"WSPE psum_bits must be an integer in 2..{ACC_BITS}, "
+                             f"not {psum_bits!r}")
         super().__init__({
             "a": In(a_shape),
-            "psum_in": In(signed(ACC_BITS)),
-            "psum_out": Out(signed(ACC_BITS)),
+            "psum_in": In(signed(psum_bits)),
+            "psum_out": Out(signed(psum_bits)),
             "swap": In(1),
             "w_load": In(1),
             "w_data": In(w_shape),
@@ -94,10 +114,14 @@ class WSPE(wiring.Component):
         else:
             with m.If(self.w_load):
                 m.d.sync += active.eq(self.w_data)
+        # kept, so that synthesis builds each PE's adder on its own carry chain instead of
+        # merging a column's adders into one multi-operand adder of plain LUTs
+        total = Signal(signed(len(self.psum_out)), attrs={"keep": 1})
+        m.d.comb += total.eq(self.psum_in + mul.p)
         m.d.comb += [
             mul.a.eq(self.a),
             mul.b.eq(active),
-            self.psum_out.eq(self.psum_in + mul.p),
+            self.psum_out.eq(total),
             self.weight.eq(active),
         ]
         return m
