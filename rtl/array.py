@@ -214,7 +214,11 @@ class WSArray(_ArrayBase):
                                           multiplier=self.multiplier, shadow=self.shadow)
         # Input row: one edge register, then row k waits row_stage(k) cycles. The swap
         # flag skips the edge register, so it reaches every PE one cycle ahead of the row.
-        a = self._elements(m, self.inp.payload.data, rows, self.a_shape, "a_edge")
+        # Multipliers that register their factors hold the edge register themselves.
+        if mesh.registered:
+            a = [self.inp.payload.data[k][:self.a_shape.width] for k in range(rows)]
+        else:
+            a = self._elements(m, self.inp.payload.data, rows, self.a_shape, "a_edge")
         for k in range(rows):
             m.d.comb += mesh.a[k].eq(_delay(m, a[k], g.row_stage(k), f"a_skew_{k}"))
         if self.shadow:

@@ -47,7 +47,10 @@ class WSPE(wiring.Component):
     cycle, so the input of the following cycle already sees the new weight. Without the
     shadow register (``shadow=False``) ``w_load`` writes the active weight itself and
     ``swap`` is ignored: the feeder then orders weight loads after the inputs of the old
-    tile.
+    tile. A *registered* multiplier (``multiplier.registered``, e.g. from
+    ``ICE40Multiplier.pairing(registered=True)``; only without shadow) holds the weight
+    and the input itself: the PE then has no register and no ``weight`` member, and
+    ``psum_out = psum_in + a' * weight`` with ``a'`` the input of the cycle before.
 
     Parameters
     ----------
@@ -77,7 +80,7 @@ class WSPE(wiring.Component):
     w_data : In(w_shape)
         Weight to preload.
     weight : Out(w_shape)
-        The active weight.
+        The active weight (not with a registered multiplier).
     """
 
     def __init__(self, a_shape, w_shape, *, multiplier="generic", shadow=True,
@@ -88,23 +91,36 @@ class WSPE(wiring.Component):
         # before any of them is elaborated
         self._mul = multiplier_factory(multiplier)(a_shape, w_shape)
         self.shadow = bool(shadow)
+        self.registered = bool(getattr(self._mul, "registered", False))
+        if self.registered and self.shadow:
+            raise ValueError("WSPE with a registered multiplier keeps no shadow weight")
         if not isinstance(psum_bits, int) or not 2 <= psum_bits <= ACC_BITS:
             raise ValueError(f"WSPE psum_bits must be an integer in 2..{ACC_BITS}, "
                              f"not {psum_bits!r}")
-        super().__init__({
+        members = {
             "a": In(a_shape),
             "psum_in": In(signed(psum_bits)),
             "psum_out": Out(signed(psum_bits)),
             "swap": In(1),
             "w_load": In(1),
             "w_data": In(w_shape),
-            "weight": Out(w_shape),
-        })
+        }
+        if not self.registered:
+            members["weight"] = Out(w_shape)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
-        active = Signal.like(self.w_data, name="active")
         m.submodules.mul = mul = self._mul
+        # kept, so that synthesis builds each PE's adder on its own carry chain instead of
+        # merging a column's adders into one multi-operand adder of plain LUTs
+        total = Signal(signed(len(self.psum_out)), attrs={"keep": 1})
+        m.d.comb += [total.eq(self.psum_in + mul.p), self.psum_out.eq(total),
+                     mul.a.eq(self.a)]
+        if self.registered:
+            m.d.comb += [mul.b.eq(self.w_data), mul.b_load.eq(self.w_load)]
+            return m
+        active = Signal.like(self.w_data, name="active")
         if self.shadow:
             shadow = Signal.like(self.w_data, name="shadow")
             with m.If(self.w_load):
@@ -114,16 +130,7 @@ class WSPE(wiring.Component):
         else:
             with m.If(self.w_load):
                 m.d.sync += active.eq(self.w_data)
-        # kept, so that synthesis builds each PE's adder on its own carry chain instead of
-        # merging a column's adders into one multi-operand adder of plain LUTs
-        total = Signal(signed(len(self.psum_out)), attrs={"keep": 1})
-        m.d.comb += total.eq(self.psum_in + mul.p)
-        m.d.comb += [
-            mul.a.eq(self.a),
-            mul.b.eq(active),
-            self.psum_out.eq(total),
-            self.weight.eq(active),
-        ]
+        m.d.comb += [mul.b.eq(active), self.weight.eq(active)]
         return m
 
 

@@ -23,7 +23,7 @@ from systolic.rtl.array import (
     array_latency,
     payload_layouts,
 )
-from systolic.rtl.mesh import Grouping
+from systolic.rtl.mesh import Grouping, WSMesh
 from systolic.verilog import convert as to_verilog
 
 _spec = importlib.util.spec_from_file_location("array_bench", TB / "test_array.py")
@@ -212,6 +212,29 @@ def test_ws_direct_weights_serve_rows_from_their_cycle(every, input_signed, weig
     run_sim(dut, sched, sb)
     sb.finish()
     assert sb.matched == len(sched.expected) > 20
+
+
+@pytest.mark.parametrize("rows,cols,every", [(4, 4, 0), (3, 5, 0), (2, 3, 4), (2, 2, 1)])
+@pytest.mark.parametrize("input_signed,weight_signed", SIGNEDNESS)
+def test_ws_direct_on_registered_ice40_blocks(rows, cols, every, input_signed,
+                                              weight_signed):
+    """Without shadow weights and with one pipeline tile, the ``"ice40"`` blocks hold the
+    inputs and weights in their own registers (PEs of a row paired, an odd one alone):
+    same results and timing as the array with registers of its own."""
+    cfg = AcceleratorConfig(rows=rows, cols=cols, pipeline_every=every,
+                            input_signed=input_signed, weight_signed=weight_signed)
+    dut = WSArray(cfg, tag_bits=3, multiplier="ice40", shadow=False)
+    one_tile = every == 0 or every >= max(rows, cols)
+    sched = direct_schedule(cfg, np.random.default_rng(rows * cols))
+    sb = bench.Scoreboard(sched.expected, latency=dut.latency)
+    run_sim(dut, sched, sb)
+    sb.finish()
+    assert sb.matched == len(sched.expected) > 20
+    g = Grouping(rows, cols, every)
+    assert WSMesh(g, dut.a_shape, dut.w_shape, multiplier="ice40",
+                  shadow=False).registered == one_tile
+    assert not WSMesh(g, dut.a_shape, dut.w_shape, multiplier="ice40").registered
+    assert not WSMesh(g, dut.a_shape, dut.w_shape, shadow=False).registered
 
 
 def test_ws_direct_scoreboard_catches_late_weights():

@@ -247,6 +247,46 @@ def test_ice40_pairs_share_blocks_and_stay_exact():
     simulate(top, testbench, clock=False)
 
 
+def test_ice40_registered_pair_holds_factors():
+    """A registered pair multiplies the factors of the cycle before; ``b`` changes only
+    in a cycle with the host's ``b_load``, for both halves; a reset clears both."""
+    factory = ICE40Multiplier.pairing(registered=True)
+    host, guest = factory(signed(8), unsigned(8)), factory(signed(8), unsigned(8))
+    assert guest._host is host and host.registered and guest.registered
+    from amaranth.hdl import ClockDomain, Module
+    top = Module()
+    top.domains.sync = sync = ClockDomain()
+    top.submodules.host, top.submodules.guest = host, guest
+    rng = np.random.default_rng(3)
+
+    async def testbench(ctx):
+        held = [0, 0]
+        prev_a = [0, 0]
+        for step in range(300):
+            a = [int(v) for v in rng.integers(-128, 128, 2)]
+            b = [int(v) for v in rng.integers(0, 256, 2)]
+            load = bool(rng.random() < 0.3)
+            reset = step == 150
+            for mul, x, y in zip((host, guest), a, b, strict=True):
+                ctx.set(mul.a, x)
+                ctx.set(mul.b, y)
+                ctx.set(mul.b_load, load)
+            ctx.set(sync.rst, reset)
+            for i, mul in enumerate((host, guest)):
+                assert ctx.get(mul.p) == prev_a[i] * held[i], (step, i)
+            await ctx.tick()
+            prev_a = [0, 0] if reset else a
+            if reset:
+                held = [0, 0]
+            elif load:
+                held = b
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
 def test_ice40_multiplier_bad_arguments():
     with pytest.raises(ValueError, match=r"^ICE40Multiplier a_shape must be at most 8 bits "
                                          r"wide, not 9$"):
@@ -256,6 +296,12 @@ def test_ice40_multiplier_bad_arguments():
     host = ICE40Multiplier(signed(8), signed(8))
     with pytest.raises(ValueError, match=r"same signedness"):
         host.share(ICE40Multiplier(unsigned(8), signed(8)))
+    with pytest.raises(ValueError, match=r"registered alike"):
+        host.share(ICE40Multiplier(signed(8), signed(8), registered=True))
+    with pytest.raises(TypeError, match=r"^ICE40Multiplier registered must be a bool"):
+        ICE40Multiplier(signed(8), signed(8), registered=1)
+    with pytest.raises(ValueError, match=r"keeps no shadow weight"):
+        WSPE(signed(8), signed(8), multiplier=ICE40Multiplier.pairing(registered=True))
     host.share(ICE40Multiplier(signed(8), signed(8)))
     with pytest.raises(ValueError, match=r"^ICE40Multiplier shares its block with one "
                                          r"multiplier at most$"):
