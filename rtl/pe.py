@@ -93,6 +93,7 @@ class WSPE(wiring.Component):
         self.shadow = bool(shadow)
         self.registered = bool(getattr(self._mul, "registered", False))
         if self.registered and self.shadow:
+            self._mul._MustUse__silence = True     # never elaborated: no warning for it
             raise ValueError("WSPE with a registered multiplier keeps no shadow weight")
         if not isinstance(psum_bits, int) or not 2 <= psum_bits <= ACC_BITS:
             raise ValueError(f"WSPE psum_bits must be an integer in 2..{ACC_BITS}, "
