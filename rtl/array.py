@@ -18,7 +18,10 @@ Weight-stationary (:class:`WSArray`)
     other with no bubble as long as a tile has at least ``rows`` input rows. Built with
     ``shadow=False`` the PEs keep no shadow weights: a weight row pushed in cycle ``c``
     is used by the input rows pushed in cycle ``c`` and later (``swap`` is ignored), so
-    the feeder pushes a tile only after the last input row of the tile before.
+    the feeder pushes a tile only after the last input row of the tile before. Then
+    the weights may sit in the multiplier blocks' own registers (``"ice40"``, one
+    pipeline tile), which the mesh clears in the first cycle after a reset: a weight row
+    pushed in that cycle is lost.
 
 Output-stationary (:class:`OSArray`)
     A step brings a column of A (``rows`` elements) and a row of B (``cols`` elements);

@@ -104,7 +104,10 @@ class WSMesh(wiring.Component):
         The multipliers hold the factors in their own registers: without shadow weights,
         with one pipeline tile and a multiplier kind that can (``"ice40"``, whose blocks
         then pair the PEs of one row, which load their weights together). ``a`` is then
-        registered inside the PEs: it enters one cycle earlier than otherwise.
+        registered inside the PEs: it enters one cycle earlier than otherwise. Those
+        registers are out of the reset's reach: the mesh clears them in the first cycle
+        after any reset (when nothing can load a weight yet), so a reset still zeroes
+        the weights.
 
     Members
     -------
@@ -153,6 +156,11 @@ class WSMesh(wiring.Component):
             row_factory = [factory.pairing(registered=True) for _ in range(g.rows)]
         else:
             row_factory = [_mesh_factory(self._multiplier)] * g.rows
+        clear = Signal()
+        if self.registered:
+            up = Signal()           # low in the first cycle after a reset
+            m.d.sync += up.eq(1)
+            m.d.comb += clear.eq(~up)
         a = [[None] * g.cols for _ in range(g.rows)]
         swap = [[None] * g.cols for _ in range(g.rows)]
         for k in range(g.rows):
@@ -182,6 +190,8 @@ class WSMesh(wiring.Component):
                 ]
                 if self.shadow:
                     m.d.comb += pe.swap.eq(swap[k][n])
+                if self.registered:
+                    m.d.comb += pe.clear.eq(clear)
                 psum = pe.psum_out
             m.d.comb += self.psum[n].eq(psum)
         return m

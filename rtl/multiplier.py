@@ -23,7 +23,7 @@ keeps its factors in the block's own input registers (``a`` every cycle, ``b`` w
 for its input edge register and its PEs' weight registers.
 """
 
-from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Shape, Signal
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Shape, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -82,6 +82,7 @@ class Multiplier(wiring.Component):
         }
         if self.registered:
             members["b_load"] = In(1)
+            members["clear"] = In(1)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -107,7 +108,9 @@ class SBMac16Dual(wiring.Component):
 
     ``registered``: the products are of the block's input registers (``A_REG``,
     ``B_REG``): ``a`` is taken at every clock edge, ``b`` at the edges where ``b_hold``
-    is low; both clear on the domain's reset.
+    is low; ``clear`` empties both (the primitive's ``IRSTTOP``/``IRSTBOT``, which act at
+    once; the model clears at the clock edge). The domain's reset does not reach them
+    (neither does a reset added around the design), so the user clears them.
 
     Parameters
     ----------
@@ -125,6 +128,8 @@ class SBMac16Dual(wiring.Component):
         Top product in the high half, bottom product in the low half.
     b_hold : In(1)
         Only when ``registered``: keep the ``b`` register.
+    clear : In(1)
+        Only when ``registered``: zero both registers.
     """
 
     def __init__(self, *, a_signed, b_signed, registered=False):
@@ -137,6 +142,7 @@ class SBMac16Dual(wiring.Component):
         members = {"a": In(16), "b": In(16), "o": Out(32)}
         if registered:
             members["b_hold"] = In(1)
+            members["clear"] = In(1)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -144,7 +150,7 @@ class SBMac16Dual(wiring.Component):
         if is_ice40(platform):
             zero, one = Const(0, 1), Const(1, 1)
             if self.registered:
-                reg, clk, rst, b_hold = one, ClockSignal(), ResetSignal(), self.b_hold
+                reg, clk, rst, b_hold = one, ClockSignal(), self.clear, self.b_hold
             else:
                 reg, clk, rst, b_hold = zero, zero, zero, zero
             m.submodules.mac = Instance(
@@ -165,10 +171,13 @@ class SBMac16Dual(wiring.Component):
             return m
         a, b = self.a, self.b
         if self.registered:
-            a, b = Signal(16, name="a_reg"), Signal(16, name="b_reg")
+            a = Signal(16, name="a_reg", reset_less=True)
+            b = Signal(16, name="b_reg", reset_less=True)
             m.d.sync += a.eq(self.a)
             with m.If(~self.b_hold):
                 m.d.sync += b.eq(self.b)
+            with m.If(self.clear):
+                m.d.sync += [a.eq(0), b.eq(0)]
         for half in range(2):
             x, y = a[8 * half:8 * half + 8], b[8 * half:8 * half + 8]
             x = x.as_signed() if self.a_signed else x
@@ -187,8 +196,9 @@ class ICE40Multiplier(Multiplier):
 
     A ``registered`` multiplier keeps its factors in the block's input registers: ``p``
     is the product of ``a`` one cycle earlier and the ``b`` taken in the last cycle with
-    ``b_load`` (0 after reset). Its block loads ``b`` by the host's ``b_load``: the user
-    drives the ``b_load`` of two shared multipliers alike.
+    ``b_load``; a cycle with ``clear`` zeroes both (the reset does not). Its block loads
+    and clears by the host's ``b_load`` and ``clear``: the user drives those of two
+    shared multipliers alike.
 
     Parameters
     ----------
@@ -260,7 +270,7 @@ class ICE40Multiplier(Multiplier):
                                              registered=self.registered)
         m.d.comb += [mac.a[:8].eq(self.a), mac.b[:8].eq(self.b), self.p.eq(mac.o[:16])]
         if self.registered:
-            m.d.comb += mac.b_hold.eq(~self.b_load)
+            m.d.comb += [mac.b_hold.eq(~self.b_load), mac.clear.eq(self.clear)]
         if self._guest is not None:
             g = self._guest
             m.d.comb += [mac.a[8:].eq(g.a), mac.b[8:].eq(g.b), self._top.eq(mac.o[16:])]

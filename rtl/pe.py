@@ -50,7 +50,8 @@ class WSPE(wiring.Component):
     tile. A *registered* multiplier (``multiplier.registered``, e.g. from
     ``ICE40Multiplier.pairing(registered=True)``; only without shadow) holds the weight
     and the input itself: the PE then has no register and no ``weight`` member, and
-    ``psum_out = psum_in + a' * weight`` with ``a'`` the input of the cycle before.
+    ``psum_out = psum_in + a' * weight`` with ``a'`` the input of the cycle before; a
+    cycle with ``clear`` zeroes both (the reset does not reach them).
 
     Parameters
     ----------
@@ -81,6 +82,8 @@ class WSPE(wiring.Component):
         Weight to preload.
     weight : Out(w_shape)
         The active weight (not with a registered multiplier).
+    clear : In(1)
+        Only with a registered multiplier: zero the weight and the held input.
     """
 
     def __init__(self, a_shape, w_shape, *, multiplier="generic", shadow=True,
@@ -106,7 +109,9 @@ class WSPE(wiring.Component):
             "w_load": In(1),
             "w_data": In(w_shape),
         }
-        if not self.registered:
+        if self.registered:
+            members["clear"] = In(1)
+        else:
             members["weight"] = Out(w_shape)
         super().__init__(members)
 
@@ -119,7 +124,8 @@ class WSPE(wiring.Component):
         m.d.comb += [total.eq(self.psum_in + mul.p), self.psum_out.eq(total),
                      mul.a.eq(self.a)]
         if self.registered:
-            m.d.comb += [mul.b.eq(self.w_data), mul.b_load.eq(self.w_load)]
+            m.d.comb += [mul.b.eq(self.w_data), mul.b_load.eq(self.w_load),
+                         mul.clear.eq(self.clear)]
             return m
         active = Signal.like(self.w_data, name="active")
         if self.shadow:
