@@ -15,7 +15,13 @@ Weight-stationary (:class:`WSArray`)
     while the current tile streams; an input row with ``swap`` makes every weight pushed
     in earlier cycles active for itself and the rows after it. A weight pushed in the
     same cycle as the swap row, or later, belongs to the tile after. So tiles follow each
-    other with no bubble as long as a tile has at least ``rows`` input rows.
+    other with no bubble as long as a tile has at least ``rows`` input rows. Built with
+    ``shadow=False`` the PEs keep no shadow weights: a weight row pushed in cycle ``c``
+    is used by the input rows pushed in cycle ``c`` and later (``swap`` is ignored), so
+    the feeder pushes a tile only after the last input row of the tile before. Then
+    the weights may sit in the multiplier blocks' own registers (``"ice40"``, one
+    pipeline tile), which the mesh clears in the first cycle after a reset: a weight row
+    pushed in that cycle is lost.
 
 Output-stationary (:class:`OSArray`)
     A step brings a column of A (``rows`` elements) and a row of B (``cols`` elements);
@@ -112,7 +118,7 @@ def payload_layouts(config, tag_bits=0):
 
 
 class _ArrayBase(wiring.Component):
-    def __init__(self, config, *, tag_bits, multiplier, dataflow):
+    def __init__(self, config, *, tag_bits, multiplier, dataflow, shadow=True):
         who = type(self).__name__
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"{who} config must be an AcceleratorConfig, not {config!r}")
@@ -125,6 +131,7 @@ class _ArrayBase(wiring.Component):
         self.config = config
         self.tag_bits = tag_bits
         self.multiplier = multiplier
+        self.shadow = bool(shadow)
         self.grouping = Grouping(config.rows, config.cols, config.pipeline_every)
         self.a_shape = Shape(config.input_bits, signed=config.input_signed)
         self.w_shape = Shape(config.weight_bits, signed=config.weight_signed)
@@ -174,6 +181,9 @@ class WSArray(_ArrayBase):
         address and an accumulate flag, so the consumer needs no delay line of its own.
     multiplier : str or callable
         Multiplier kind (``"generic"``, ``"ice40"``, ``"ecp5"``) or factory.
+    shadow : bool
+        PEs keep shadow weights for a preload under the streaming tile (default), or
+        weight rows load straight into the active weights.
 
     Attributes
     ----------
@@ -187,31 +197,37 @@ class WSArray(_ArrayBase):
     inp : In(RowStream)
         Payload ``data`` (``rows`` bytes; each element is the low ``input_bits``), ``swap``
         (this row is the first of a tile: the weights pushed before it become active) and
-        ``tag``. ``swap`` acts even on a bubble.
+        ``tag``. ``swap`` acts even on a bubble (without shadow weights it is ignored).
     weight : In(RowStream)
         Payload ``row`` (0..rows-1) and ``data`` (``cols`` bytes, low ``weight_bits``):
-        one row of the next weight tile.
+        one row of the next weight tile (without shadow weights: of the active tile, for
+        the input rows pushed in this cycle and later).
     out : Out(RowStream)
         Payload ``data`` (``cols`` signed 32-bit sums) and ``tag``.
     """
 
-    def __init__(self, config, *, tag_bits=0, multiplier="generic"):
-        super().__init__(config, tag_bits=tag_bits, multiplier=multiplier, dataflow="ws")
+    def __init__(self, config, *, tag_bits=0, multiplier="generic", shadow=True):
+        super().__init__(config, tag_bits=tag_bits, multiplier=multiplier, dataflow="ws",
+                         shadow=shadow)
 
     def elaborate(self, platform):
         m = Module()
         g, rows, cols = self.grouping, self.config.rows, self.config.cols
         m.submodules.mesh = mesh = WSMesh(g, self.a_shape, self.w_shape,
-                                          multiplier=self.multiplier)
+                                          multiplier=self.multiplier, shadow=self.shadow)
         # Input row: one edge register, then row k waits row_stage(k) cycles. The swap
         # flag skips the edge register, so it reaches every PE one cycle ahead of the row.
-        a = self._elements(m, self.inp.payload.data, rows, self.a_shape, "a_edge")
-        swap = _taps(m, self.inp.payload.swap, g.row_stages - 1, "swap")
+        # Multipliers that register their factors hold the edge register themselves.
+        if mesh.registered:
+            a = [self.inp.payload.data[k][:self.a_shape.width] for k in range(rows)]
+        else:
+            a = self._elements(m, self.inp.payload.data, rows, self.a_shape, "a_edge")
         for k in range(rows):
-            m.d.comb += [
-                mesh.a[k].eq(_delay(m, a[k], g.row_stage(k), f"a_skew_{k}")),
-                mesh.swap[k].eq(swap[g.row_stage(k)]),
-            ]
+            m.d.comb += mesh.a[k].eq(_delay(m, a[k], g.row_stage(k), f"a_skew_{k}"))
+        if self.shadow:
+            swap = _taps(m, self.inp.payload.swap, g.row_stages - 1, "swap")
+            for k in range(rows):
+                m.d.comb += mesh.swap[k].eq(swap[g.row_stage(k)])
         # Weight rows: column n waits col_stage(n) cycles, like the input reaching it.
         w_valid = _taps(m, self.weight.valid, g.col_stages - 1, "w_valid")
         w_row = _taps(m, self.weight.payload.row, g.col_stages - 1, "w_row")

@@ -11,7 +11,7 @@ from systolic.isa import CONFIG_DEFAULTS, ConfigReg, Opcode, Queue
 
 from .array import WSArray, array_latency
 from .load_unit import LANDING_CYCLES, UnitSignature
-from .scratchpad import ReadPortSignature, check_config
+from .scratchpad import ReadPortSignature, check_config, shared_read_path
 from .vector import VectorUnit
 
 __all__ = ["ExecUnit", "matmul_landing"]
@@ -44,6 +44,12 @@ class ExecUnit(wiring.Component):
     first cycle (on its first row, or on a bubble if that read was not granted), which makes
     the tile active, exactly as the ISA's "active from the next MATMUL" says. Its own
     preload is pushed from that cycle on, so it belongs to the tile after.
+
+    Where the scratchpad serves one read per cycle (:func:`.scratchpad.shared_read_path`)
+    a preload cannot run under the streaming rows anyway, so the array keeps no shadow
+    weights: a MATMUL asks for its weight rows only once all its input rows are granted,
+    and they load straight into the active weights, used by the input rows granted after
+    them (the next computing MATMUL's), which is the same order of effects.
 
     Completion: ``matmul_landing(config)`` cycles after a MATMUL's last grant its last
     accumulator write has landed and its tokens are pushed (a delay line of push flags,
@@ -119,7 +125,10 @@ class ExecUnit(wiring.Component):
             m.d.sync += self.overflow.eq(0)
 
         # -- the array and its feeds --------------------------------------------------------
-        m.submodules.array = arr = WSArray(c, tag_bits=acc_aw + 1, multiplier=self.multiplier)
+        # one read per cycle: weights load after the inputs, into the active registers
+        direct = shared_read_path(c)
+        m.submodules.array = arr = WSArray(c, tag_bits=acc_aw + 1, multiplier=self.multiplier,
+                                           shadow=not direct)
         # input rows granted in this MATMUL: the decoder keeps a computing MATMUL's rows
         # inside the scratchpad and the accumulator, so no more than the smaller one holds
         in_cnt = Signal(range(min(c.sp_rows, c.acc_rows) + 1))
@@ -242,15 +251,17 @@ class ExecUnit(wiring.Component):
                 with m.If(in_go):
                     m.d.sync += in_more.eq(~in_end)
                 wt_more = mm.preload & (wt_cnt != c.rows)
-                m.d.comb += [self.sp_in.en.eq(in_more), self.sp_wt.en.eq(wt_more)]
+                m.d.comb += [self.sp_in.en.eq(in_more),
+                             self.sp_wt.en.eq(wt_more & ~in_more if direct else wt_more)]
                 m.d.sync += [in_cnt.eq(in_next), wt_cnt.eq(wt_cnt + wt_go),
                              first.eq(0)]
-                with m.If(first):
-                    m.d.sync += swap.eq(pending & mm.compute)
-                    with m.If(mm.preload):
-                        m.d.sync += pending.eq(1)
-                    with m.Elif(mm.compute):
-                        m.d.sync += pending.eq(0)
+                if not direct:
+                    with m.If(first):
+                        m.d.sync += swap.eq(pending & mm.compute)
+                        with m.If(mm.preload):
+                            m.d.sync += pending.eq(1)
+                        with m.Elif(mm.compute):
+                            m.d.sync += pending.eq(0)
                 in_last = ~in_more | (in_go & in_end)
                 wt_last = ~wt_more | (wt_go & (wt_cnt + 1 == c.rows))
                 with m.If(in_last & wt_last):

@@ -13,7 +13,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .multiplier import multiplier_factory
-from .pe import ACC_BITS, OSPE, WSPE
+from .pe import ACC_BITS, OSPE, WSPE, column_sum_bits
 
 __all__ = ["Grouping", "WSMesh", "OSMesh"]
 
@@ -94,6 +94,20 @@ class WSMesh(wiring.Component):
         Element shapes of inputs and weights.
     multiplier : str or callable
         Multiplier kind or factory for every PE.
+    shadow : bool
+        PEs keep a shadow weight (default), or weights load straight into the active
+        registers (``swap`` unused).
+
+    Attributes
+    ----------
+    registered : bool
+        The multipliers hold the factors in their own registers: without shadow weights,
+        with one pipeline tile and a multiplier kind that can (``"ice40"``, whose blocks
+        then pair the PEs of one row, which load their weights together). ``a`` is then
+        registered inside the PEs: it enters one cycle earlier than otherwise. Those
+        registers are out of the reset's reach: the mesh clears them in the first cycle
+        after any reset (when nothing can load a weight yet), so a reset still zeroes
+        the weights.
 
     Members
     -------
@@ -107,39 +121,57 @@ class WSMesh(wiring.Component):
         Row the weight belongs to.
     w_data : In(ArrayLayout(w_shape, cols))
         The weight.
-    psum : Out(ArrayLayout(signed(32), cols))
-        Sum leaving the bottom of each column (combinational from the last tile row).
+    psum : Out(ArrayLayout(signed(psum_bits), cols))
+        Sum leaving the bottom of each column (combinational from the last tile row),
+        exact in ``psum_bits = column_sum_bits(a_shape, w_shape, rows)`` bits: partial
+        sums and their pipeline registers are no wider.
     """
 
-    def __init__(self, grouping, a_shape, w_shape, *, multiplier="generic"):
+    def __init__(self, grouping, a_shape, w_shape, *, multiplier="generic", shadow=True):
         self.grouping = grouping
         rows, cols = grouping.rows, grouping.cols
         self._shapes = (a_shape, w_shape)
         self._multiplier = multiplier
+        self.shadow = bool(shadow)
+        self.psum_bits = column_sum_bits(a_shape, w_shape, rows)
+        factory = multiplier_factory(multiplier)
+        self.registered = (not self.shadow and grouping.row_stages == 1
+                           and grouping.col_stages == 1
+                           and getattr(factory, "can_register", False))
         super().__init__({
             "a": In(data.ArrayLayout(a_shape, rows)),
             "swap": In(rows),
             "w_valid": In(cols),
             "w_row": In(data.ArrayLayout(range(rows), cols)),
             "w_data": In(data.ArrayLayout(w_shape, cols)),
-            "psum": Out(data.ArrayLayout(signed(ACC_BITS), cols)),
+            "psum": Out(data.ArrayLayout(signed(self.psum_bits), cols)),
         })
 
     def elaborate(self, platform):
         m = Module()
         g = self.grouping
         a_shape, w_shape = self._shapes
-        multiplier = _mesh_factory(self._multiplier)
+        if self.registered:     # one pairing per PE row: a block's two PEs load together
+            factory = multiplier_factory(self._multiplier)
+            row_factory = [factory.pairing(registered=True) for _ in range(g.rows)]
+        else:
+            row_factory = [_mesh_factory(self._multiplier)] * g.rows
+        clear = Signal()
+        if self.registered:
+            up = Signal()           # low in the first cycle after a reset
+            m.d.sync += up.eq(1)
+            m.d.comb += clear.eq(~up)
         a = [[None] * g.cols for _ in range(g.rows)]
         swap = [[None] * g.cols for _ in range(g.rows)]
         for k in range(g.rows):
             for n in range(g.cols):
                 left_a = self.a[k] if n == 0 else a[k][n - 1]
-                left_s = self.swap[k] if n == 0 else swap[k][n - 1]
                 a[k][n] = _stage(m, left_a, g.col_boundary(n), f"a_{k}_{n}")
-                swap[k][n] = _stage(m, left_s, g.col_boundary(n), f"swap_{k}_{n}")
+                if self.shadow:
+                    left_s = self.swap[k] if n == 0 else swap[k][n - 1]
+                    swap[k][n] = _stage(m, left_s, g.col_boundary(n), f"swap_{k}_{n}")
         for n in range(g.cols):
-            psum = Signal(signed(ACC_BITS), name=f"psum_top_{n}")
+            psum = Signal(signed(self.psum_bits), name=f"psum_top_{n}")
             w_valid, w_row, w_data = self.w_valid[n], self.w_row[n], self.w_data[n]
             for k in range(g.rows):
                 edge = g.row_boundary(k)
@@ -147,15 +179,19 @@ class WSMesh(wiring.Component):
                 w_valid = _stage(m, w_valid, edge, f"w_valid_{k}_{n}")
                 w_row = _stage(m, w_row, edge, f"w_row_{k}_{n}")
                 w_data = _stage(m, w_data, edge, f"w_data_{k}_{n}")
-                pe = WSPE(a_shape, w_shape, multiplier=multiplier)
+                pe = WSPE(a_shape, w_shape, multiplier=row_factory[k], shadow=self.shadow,
+                          psum_bits=self.psum_bits)
                 m.submodules[f"pe_{k}_{n}"] = pe
                 m.d.comb += [
                     pe.a.eq(a[k][n]),
-                    pe.swap.eq(swap[k][n]),
                     pe.psum_in.eq(psum),
                     pe.w_load.eq(w_valid & (w_row == k)),
                     pe.w_data.eq(w_data),
                 ]
+                if self.shadow:
+                    m.d.comb += pe.swap.eq(swap[k][n])
+                if self.registered:
+                    m.d.comb += pe.clear.eq(clear)
                 psum = pe.psum_out
             m.d.comb += self.psum[n].eq(psum)
         return m

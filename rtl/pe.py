@@ -9,12 +9,25 @@ one, every PE has registered operands and registered results, the classic systol
 from amaranth.hdl import Module, Mux, Shape, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from .multiplier import multiplier_factory
 
-__all__ = ["WSPE", "OSPE"]
+__all__ = ["WSPE", "OSPE", "column_sum_bits"]
 
 ACC_BITS = 32
+
+
+def column_sum_bits(a_shape, w_shape, rows):
+    """Bits of a signed value that holds every sum of ``rows`` products of ``a_shape``
+    and ``w_shape`` values exactly (at most ``ACC_BITS``).
+
+    A product fits ``a.width + w.width`` bits, signed when a factor is (unsigned: one
+    more bit for the sign); ``rows`` of them need ``ceil_log2(rows)`` bits more.
+    """
+    a, w = Shape.cast(a_shape), Shape.cast(w_shape)
+    width = a.width + w.width + ceil_log2(rows) + (0 if a.signed or w.signed else 1)
+    return min(width, ACC_BITS)
 
 
 def _check_shape(who, name, shape):
@@ -31,7 +44,14 @@ class WSPE(wiring.Component):
 
     The active weight multiplies every input; a shadow register takes the next tile's
     weight meanwhile, and ``swap`` moves it into the active register at the end of the
-    cycle, so the input of the following cycle already sees the new weight.
+    cycle, so the input of the following cycle already sees the new weight. Without the
+    shadow register (``shadow=False``) ``w_load`` writes the active weight itself and
+    ``swap`` is ignored: the feeder then orders weight loads after the inputs of the old
+    tile. A *registered* multiplier (``multiplier.registered``, e.g. from
+    ``ICE40Multiplier.pairing(registered=True)``; only without shadow) holds the weight
+    and the input itself: the PE then has no register and no ``weight`` member, and
+    ``psum_out = psum_in + a' * weight`` with ``a'`` the input of the cycle before; a
+    cycle with ``clear`` zeroes both (the reset does not reach them).
 
     Parameters
     ----------
@@ -39,56 +59,85 @@ class WSPE(wiring.Component):
         Shapes of the input element and of the weight (1..8 bits, signed or unsigned).
     multiplier : str or callable
         Multiplier kind or factory, see :func:`.multiplier.multiplier_factory`.
+    shadow : bool
+        Keep a shadow weight register (default) or load the active weight directly.
+    psum_bits : int
+        Width of the partial sums (signed, wrapping; default 32). A mesh narrows them to
+        :func:`column_sum_bits`, which holds its column sums exactly.
 
     Members
     -------
     a : In(a_shape)
         Input element.
-    psum_in : In(signed(32))
+    psum_in : In(signed(psum_bits))
         Partial sum from the PE above (0 at the top row).
-    psum_out : Out(signed(32))
-        ``psum_in + a * weight``, combinational, wrapping at 32 bits.
+    psum_out : Out(signed(psum_bits))
+        ``psum_in + a * weight``, combinational, wrapping at ``psum_bits``.
     swap : In(1)
-        Make the shadow weight active from the next cycle on.
+        Make the shadow weight active from the next cycle on (unused without shadow).
     w_load : In(1)
-        Write ``w_data`` into the shadow weight at the end of the cycle.
+        Write ``w_data`` into the shadow weight (without shadow: the active weight) at
+        the end of the cycle.
     w_data : In(w_shape)
         Weight to preload.
     weight : Out(w_shape)
-        The active weight.
+        The active weight (not with a registered multiplier).
+    clear : In(1)
+        Only with a registered multiplier: zero the weight and the held input.
     """
 
-    def __init__(self, a_shape, w_shape, *, multiplier="generic"):
+    def __init__(self, a_shape, w_shape, *, multiplier="generic", shadow=True,
+                 psum_bits=ACC_BITS):
         _check_shape("WSPE", "a_shape", a_shape)
         _check_shape("WSPE", "w_shape", w_shape)
         # built here rather than in elaborate, so a pairing factory sees every PE of a mesh
         # before any of them is elaborated
         self._mul = multiplier_factory(multiplier)(a_shape, w_shape)
-        super().__init__({
+        self.shadow = bool(shadow)
+        self.registered = bool(getattr(self._mul, "registered", False))
+        if self.registered and self.shadow:
+            self._mul._MustUse__silence = True     # never elaborated: no warning for it
+            raise ValueError("WSPE with a registered multiplier keeps no shadow weight")
+        if not isinstance(psum_bits, int) or not 2 <= psum_bits <= ACC_BITS:
+            raise ValueError(f"WSPE psum_bits must be an integer in 2..{ACC_BITS}, "
+                             f"not {psum_bits!r}")
+        members = {
             "a": In(a_shape),
-            "psum_in": In(signed(ACC_BITS)),
-            "psum_out": Out(signed(ACC_BITS)),
+            "psum_in": In(signed(psum_bits)),
+            "psum_out": Out(signed(psum_bits)),
             "swap": In(1),
             "w_load": In(1),
             "w_data": In(w_shape),
-            "weight": Out(w_shape),
-        })
+        }
+        if self.registered:
+            members["clear"] = In(1)
+        else:
+            members["weight"] = Out(w_shape)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
-        shadow = Signal.like(self.w_data, name="shadow")
-        active = Signal.like(self.w_data, name="active")
         m.submodules.mul = mul = self._mul
-        with m.If(self.w_load):
-            m.d.sync += shadow.eq(self.w_data)
-        with m.If(self.swap):
-            m.d.sync += active.eq(shadow)
-        m.d.comb += [
-            mul.a.eq(self.a),
-            mul.b.eq(active),
-            self.psum_out.eq(self.psum_in + mul.p),
-            self.weight.eq(active),
-        ]
+        # kept, so that synthesis builds each PE's adder on its own carry chain instead of
+        # merging a column's adders into one multi-operand adder of plain LUTs
+        total = Signal(signed(len(self.psum_out)), attrs={"keep": 1})
+        m.d.comb += [total.eq(self.psum_in + mul.p), self.psum_out.eq(total),
+                     mul.a.eq(self.a)]
+        if self.registered:
+            m.d.comb += [mul.b.eq(self.w_data), mul.b_load.eq(self.w_load),
+                         mul.clear.eq(self.clear)]
+            return m
+        active = Signal.like(self.w_data, name="active")
+        if self.shadow:
+            shadow = Signal.like(self.w_data, name="shadow")
+            with m.If(self.w_load):
+                m.d.sync += shadow.eq(self.w_data)
+            with m.If(self.swap):
+                m.d.sync += active.eq(shadow)
+        else:
+            with m.If(self.w_load):
+                m.d.sync += active.eq(self.w_data)
+        m.d.comb += [mul.b.eq(active), self.weight.eq(active)]
         return m
 
 

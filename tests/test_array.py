@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from amaranth.hdl import Signal
 from amaranth.sim import Simulator
 
 from sim.verilator import BUILD, TB, emit_verilog, run_cocotb
@@ -23,7 +24,7 @@ from systolic.rtl.array import (
     array_latency,
     payload_layouts,
 )
-from systolic.rtl.mesh import Grouping
+from systolic.rtl.mesh import Grouping, WSMesh
 from systolic.verilog import convert as to_verilog
 
 _spec = importlib.util.spec_from_file_location("array_bench", TB / "test_array.py")
@@ -170,6 +171,80 @@ def test_ws_push_at_swap_belongs_to_next_tile():
     sb = bench.Scoreboard(sched.expected, latency=dut.latency)
     run_sim(dut, sched, sb)
     sb.finish()
+
+
+def direct_schedule(config, rng, *, cycles=60, tag_bits=3, late=False):
+    """Random weight pushes and input rows (with bubbles) for an array without shadow
+    weights: a weight row pushed in cycle ``c`` serves the input rows of cycle ``c`` on
+    (``late``: from ``c + 1`` on, the wrong rule, for the expected-fail test)."""
+    c = config
+    W = np.zeros((c.rows, c.cols), dtype=np.int64)
+    sched = bench.Schedule()
+    for t in range(cycles):
+        sched.at(t)
+        push = t > 0 and rng.random() < 0.4   # none in the first cycle after reset
+        if push:
+            k = int(rng.integers(c.rows))
+            row = bench.element_values(rng, c.cols, c.weight_bits, c.weight_signed)
+            sched.weight[t] = {"row": k, "data": bench.to_bytes(rng, row, c.weight_bits)}
+            if not late:
+                W[k] = row
+        if rng.random() < 0.7:
+            x = bench.element_values(rng, c.rows, c.input_bits, c.input_signed)
+            tag = int(rng.integers(1 << tag_bits))
+            sched.inp[t] = {"valid": 1, "swap": int(rng.integers(2)), "tag": tag,
+                            "data": bench.to_bytes(rng, x, c.input_bits)}
+            sched.expected.append(bench.Expected(bench.wrap32(x @ W), tag, due=t))
+        if push and late:
+            W[k] = row
+    return sched
+
+
+@pytest.mark.parametrize("every", [0, 1, 2])
+@pytest.mark.parametrize("input_signed,weight_signed", SIGNEDNESS)
+def test_ws_direct_weights_serve_rows_from_their_cycle(every, input_signed, weight_signed):
+    """Without shadow weights a pushed weight row is used by the input rows of its own
+    cycle and later, in every PE whatever its pipeline stage; ``swap`` does nothing."""
+    cfg = AcceleratorConfig(rows=3, cols=4, pipeline_every=every, input_signed=input_signed,
+                            weight_signed=weight_signed, input_bits=7)
+    dut = WSArray(cfg, tag_bits=3, shadow=False)
+    sched = direct_schedule(cfg, np.random.default_rng(every))
+    sb = bench.Scoreboard(sched.expected, latency=dut.latency)
+    run_sim(dut, sched, sb)
+    sb.finish()
+    assert sb.matched == len(sched.expected) > 20
+
+
+@pytest.mark.parametrize("rows,cols,every", [(4, 4, 0), (3, 5, 0), (2, 3, 4), (2, 2, 1)])
+@pytest.mark.parametrize("input_signed,weight_signed", SIGNEDNESS)
+def test_ws_direct_on_registered_ice40_blocks(rows, cols, every, input_signed,
+                                              weight_signed):
+    """Without shadow weights and with one pipeline tile, the ``"ice40"`` blocks hold the
+    inputs and weights in their own registers (PEs of a row paired, an odd one alone):
+    same results and timing as the array with registers of its own."""
+    cfg = AcceleratorConfig(rows=rows, cols=cols, pipeline_every=every,
+                            input_signed=input_signed, weight_signed=weight_signed)
+    dut = WSArray(cfg, tag_bits=3, multiplier="ice40", shadow=False)
+    one_tile = every == 0 or every >= max(rows, cols)
+    sched = direct_schedule(cfg, np.random.default_rng(rows * cols))
+    sb = bench.Scoreboard(sched.expected, latency=dut.latency)
+    run_sim(dut, sched, sb)
+    sb.finish()
+    assert sb.matched == len(sched.expected) > 20
+    g = Grouping(rows, cols, every)
+    assert WSMesh(g, dut.a_shape, dut.w_shape, multiplier="ice40",
+                  shadow=False).registered == one_tile
+    assert not WSMesh(g, dut.a_shape, dut.w_shape, multiplier="ice40").registered
+    assert not WSMesh(g, dut.a_shape, dut.w_shape, shadow=False).registered
+
+
+def test_ws_direct_scoreboard_catches_late_weights():
+    """Expected fail: with the weights taking effect one row late, the scoreboard fails."""
+    cfg = AcceleratorConfig(rows=2, cols=2, pipeline_every=1)
+    sched = direct_schedule(cfg, np.random.default_rng(3), late=True)
+    sb = bench.Scoreboard(sched.expected, latency=array_latency(cfg))
+    with pytest.raises(AssertionError, match="column"):
+        run_sim(WSArray(cfg, tag_bits=3, shadow=False), sched, sb)
 
 
 def test_os_drain_order_and_rows():
@@ -343,3 +418,38 @@ def test_verilator_ws_8x8_u8i8(monkeypatch):
 @pytest.mark.xdist_group("array_os_4x4")
 def test_verilator_os_4x4(monkeypatch):
     _run_build("array_os_4x4", monkeypatch=monkeypatch, seed=13)
+
+
+@pytest.mark.parametrize("multiplier", ["ice40", "generic"])
+def test_ws_direct_reset_inserted_around_clears_weights(multiplier):
+    """A reset added around the array (the accelerator's soft reset) zeroes the weights,
+    also those held in the ``"ice40"`` blocks' registers, which the reset does not reach
+    (the mesh clears them in the first cycle after it)."""
+    from amaranth.hdl import ResetInserter
+    cfg = AcceleratorConfig(rows=2, cols=2)
+    soft = Signal()
+    dut = WSArray(cfg, multiplier=multiplier, shadow=False)
+    top = ResetInserter(soft)(dut)
+    got = []
+
+    async def testbench(ctx):
+        await ctx.tick()            # the first cycle after a reset takes no weight
+        for k in range(2):
+            ctx.set(dut.weight.valid, 1)
+            ctx.set(dut.weight.payload.row, k)
+            ctx.set(dut.weight.payload.data, [3 + k, 5 + k])
+            await ctx.tick()
+        ctx.set(dut.weight.valid, 0)
+        for cycle in range(12):
+            ctx.set(soft, cycle == 4)
+            ctx.set(dut.inp.valid, cycle in (0, 7))
+            ctx.set(dut.inp.payload.data, [1, 2])
+            if ctx.get(dut.out.valid):
+                got.append(list(ctx.get(dut.out.payload.data)))
+            await ctx.tick()
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert got == [[1 * 3 + 2 * 4, 1 * 5 + 2 * 6], [0, 0]]

@@ -128,6 +128,33 @@ def test_ws_pe_shadow_and_swap(a_shape, w_shape):
     simulate(dut, testbench)
 
 
+@pytest.mark.parametrize("a_shape,w_shape", [(signed(8), signed(8)), (unsigned(4), signed(6))])
+def test_ws_pe_without_shadow_loads_active(a_shape, w_shape):
+    """Without a shadow register ``w_load`` writes the active weight at the end of its
+    cycle and ``swap`` changes nothing."""
+    dut = WSPE(a_shape, w_shape, shadow=False)
+    rng = np.random.default_rng(1)
+    lo_w, hi_w = min(values(w_shape)), max(values(w_shape))
+
+    async def testbench(ctx):
+        active = 0
+        for _ in range(200):
+            a = int(rng.choice(values(a_shape)))
+            load = bool(rng.random() < 0.4)
+            w = int(rng.choice([lo_w, hi_w, rng.integers(lo_w, hi_w + 1)]))
+            ctx.set(dut.a, a)
+            ctx.set(dut.psum_in, 7)
+            ctx.set(dut.w_load, load)
+            ctx.set(dut.w_data, w)
+            ctx.set(dut.swap, bool(rng.random() < 0.5))
+            assert ctx.get(dut.psum_out) == 7 + a * active
+            assert ctx.get(dut.weight) == active
+            await ctx.tick()
+            if load:
+                active = w
+    simulate(dut, testbench)
+
+
 @pytest.mark.parametrize("a_shape,b_shape", [(signed(8), signed(8)), (unsigned(8), signed(8)),
                                              (unsigned(8), unsigned(8))])
 def test_os_pe_accumulates_and_drains(a_shape, b_shape):
@@ -220,6 +247,47 @@ def test_ice40_pairs_share_blocks_and_stay_exact():
     simulate(top, testbench, clock=False)
 
 
+def test_ice40_registered_pair_holds_factors():
+    """A registered pair multiplies the factors of the cycle before; ``b`` changes only
+    in a cycle with the host's ``b_load``, for both halves; ``clear`` zeroes both, the
+    domain's reset does not (as on the primitive)."""
+    factory = ICE40Multiplier.pairing(registered=True)
+    host, guest = factory(signed(8), unsigned(8)), factory(signed(8), unsigned(8))
+    assert guest._host is host and host.registered and guest.registered
+    from amaranth.hdl import ClockDomain, Module
+    top = Module()
+    top.domains.sync = sync = ClockDomain()
+    top.submodules.host, top.submodules.guest = host, guest
+    rng = np.random.default_rng(3)
+
+    async def testbench(ctx):
+        held = [0, 0]
+        prev_a = [0, 0]
+        for step in range(300):
+            a = [int(v) for v in rng.integers(-128, 128, 2)]
+            b = [int(v) for v in rng.integers(0, 256, 2)]
+            load = bool(rng.random() < 0.3)
+            for mul, x, y in zip((host, guest), a, b, strict=True):
+                ctx.set(mul.a, x)
+                ctx.set(mul.b, y)
+                ctx.set(mul.b_load, load)
+                ctx.set(mul.clear, step == 150)
+            ctx.set(sync.rst, step == 220)
+            for i, mul in enumerate((host, guest)):
+                assert ctx.get(mul.p) == prev_a[i] * held[i], (step, i)
+            await ctx.tick()
+            prev_a = [0, 0] if step == 150 else a
+            if step == 150:
+                held = [0, 0]
+            elif load:
+                held = b
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
 def test_ice40_multiplier_bad_arguments():
     with pytest.raises(ValueError, match=r"^ICE40Multiplier a_shape must be at most 8 bits "
                                          r"wide, not 9$"):
@@ -229,6 +297,12 @@ def test_ice40_multiplier_bad_arguments():
     host = ICE40Multiplier(signed(8), signed(8))
     with pytest.raises(ValueError, match=r"same signedness"):
         host.share(ICE40Multiplier(unsigned(8), signed(8)))
+    with pytest.raises(ValueError, match=r"registered alike"):
+        host.share(ICE40Multiplier(signed(8), signed(8), registered=True))
+    with pytest.raises(TypeError, match=r"^ICE40Multiplier registered must be a bool"):
+        ICE40Multiplier(signed(8), signed(8), registered=1)
+    with pytest.raises(ValueError, match=r"keeps no shadow weight"):
+        WSPE(signed(8), signed(8), multiplier=ICE40Multiplier.pairing(registered=True))
     host.share(ICE40Multiplier(signed(8), signed(8)))
     with pytest.raises(ValueError, match=r"^ICE40Multiplier shares its block with one "
                                          r"multiplier at most$"):
