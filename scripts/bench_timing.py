@@ -36,6 +36,9 @@ FAMILIES = {  # board -> (family, multiplier, yosys synth, nextpnr, device optio
 }
 
 
+DEVICES = {"ulx3s": "LFE5U-85F", "icebreaker": "iCE40UP5K"}
+
+
 def blocks(config, multiplier):
     """``{name: component}`` of the accelerator's blocks for ``config``."""
     from systolic.rtl.accumulator import Accumulator
@@ -66,24 +69,22 @@ def blocks(config, multiplier):
         out["vector"] = VectorUnit(config=c)
     # The board system's own blocks: the UART bridge (clock divisor of 1 Mbaud at 12 MHz)
     # and the 64 KiB system memory (SPRAM on the iCE40, block RAM on the ECP5).
+    from systolic.fpga.boards import Spram
     from systolic.fpga.bridge import Bridge
     from systolic.fpga.sysmem import SystemMemory
     out["bridge"] = Bridge(divisor=12)
     out["memory"] = SystemMemory(size=64 * 1024, data_width=c.axi_data_width,
                                  id_width=c.axi_id_width,
-                                 ram=_SpramCells if multiplier == "ice40" else None)
+                                 ram=Spram if multiplier == "ice40" else None)
     return out
 
 
-def _SpramCells(**kwargs):
-    """:class:`~systolic.fpga.boards.Spram` as its SB_SPRAM256KA primitives also when
-    elaborated without a platform (a block synthesized alone)."""
-    from systolic.fpga.boards import Spram
+class _Device:
+    """Stands in for the board's platform when a block is elaborated alone: the blocks that
+    choose vendor primitives by the device (the iCE40 multipliers, the SPRAM) see it."""
 
-    class SpramCells(Spram):
-        def elaborate(self, platform):
-            return super().elaborate(platform or "ice40")
-    return SpramCells(**kwargs)
+    def __init__(self, device):
+        self.device = device
 
 
 def _critical(report):
@@ -104,7 +105,9 @@ def time_block(name, component, board, target_mhz, folder):
 
     family, _, synth, nextpnr, device = FAMILIES[board]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "block.il").write_text(rtlil.convert(component, name="block", emit_src=False))
+    platform = _Device(DEVICES[board])
+    (folder / "block.il").write_text(rtlil.convert(component, name="block", platform=platform,
+                                                   emit_src=False))
     row = {"block": name}
     start = time.monotonic()
     # ``rename -hide w:*]``: Amaranth names a wire per element of an array-shaped port
