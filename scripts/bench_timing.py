@@ -31,7 +31,7 @@ repo_on_path()
 FAMILIES = {  # board -> (family, multiplier, yosys synth, nextpnr, device options)
     "ulx3s": ("ecp5", "ecp5", "synth_ecp5", "NEXTPNR_ECP5",
               ["--85k", "--package", "CABGA381", "--speed", "6"]),
-    "icebreaker": ("ice40", "ice40", "synth_ice40 -dsp", "NEXTPNR_ICE40",
+    "icebreaker": ("ice40", "ice40", "synth_ice40 -dsp -dff", "NEXTPNR_ICE40",
                    ["--up5k", "--package", "sg48"]),
 }
 
