@@ -78,8 +78,10 @@ CSR_MAP = (
     )),
     CsrRegister("ERROR_CODE", 0x1C, "ro", "Error code of the last program (see ErrorCode)."),
     CsrRegister("ERROR_INDEX", 0x20, "ro", "Index of the failing instruction."),
-    CsrRegister("PROG_ADDR", 0x24, "rw", "Byte address of the program (16-byte aligned); writes while BUSY are ignored."),
-    CsrRegister("PROG_LEN", 0x28, "rw", "Program length in instructions; writes while BUSY are ignored."),
+    CsrRegister("PROG_ADDR", 0x24, "rw", "Byte address of the program (16-byte aligned); "
+                "writes while BUSY are ignored."),
+    CsrRegister("PROG_LEN", 0x28, "rw", "Program length in instructions; writes while BUSY "
+                "are ignored."),
     CsrRegister("IRQ_STATUS", 0x2C, "w1c", "Interrupt pending; write 1 to clear.", (
         _f("DONE", 0, 1, "Program finished."),
     )),
