@@ -4,12 +4,13 @@ The protocol (constants, framing, CRC) is defined once in :mod:`systolic.runtime
 and described in ``docs/protocol.md``.
 """
 
-from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from systolic.rtl.axi import AXI4LiteSignature, flat_members
+from systolic.rtl.clocking import falling_edge
 from systolic.runtime.protocol import (
     CRC_INIT,
     CRC_POLY,
@@ -83,21 +84,6 @@ class SerialCrc16(wiring.Component):
         with m.Elif(self.busy):
             m.d.sync += bits.eq(bits << 1)
         return m
-
-
-def falling_edge(m, name):
-    """Add to ``m`` the clock domain ``name`` on the falling edge of the ``sync`` clock;
-    return ``name``.
-
-    The bridge's block RAM write ports run in it: a write presented in a cycle lands at
-    that cycle's falling edge, so a read of the same row presented in the same cycle
-    already returns the new data (the write's inputs have half a cycle to settle). A write
-    port in the read port's domain would instead need soft logic (about 60 logic cells per
-    RAM on the iCE40) to give such a read the old data, which the bridge never uses.
-    """
-    m.domains += ClockDomain(name, clk_edge="neg", local=True, reset_less=True)
-    m.d.comb += ClockSignal(name).eq(ClockSignal("sync"))
-    return name
 
 
 TICK = 32     # cycles per turn of the EventCounters phase

@@ -1,11 +1,12 @@
 """Ping-pong accumulator: int32 rows written by the array, LOAD and the vector unit."""
 
-from amaranth.hdl import C, Cat, ClockDomain, ClockSignal, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .clocking import falling_edge
 from .scratchpad import ReadPortSignature, check_config
 
 __all__ = ["Accumulator", "WritePortSignature"]
@@ -158,8 +159,7 @@ class Accumulator(wiring.Component):
         # The memories are written on the falling clock edge, from registers: a row written
         # in cycle t is in the memory before the rising edge that ends t, so a read issued
         # in t already sees it.
-        m.domains.acc_write = ClockDomain("acc_write", clk_edge="neg", local=True, reset_less=True)
-        m.d.comb += ClockSignal("acc_write").eq(ClockSignal("sync"))
+        write_domain = falling_edge(m, "acc_write")
 
         mems = []   # (write port, read port, read enable, read data) per memory
         for k in range(n_mems):
@@ -169,7 +169,7 @@ class Accumulator(wiring.Component):
             mem = Memory(shape=unsigned(32 * cols), depth=cfg.acc_rows // n_mems, init=[])
             m.submodules[f"mem{k}"] = mem
             rp = mem.read_port()
-            mems.append((mem.write_port(domain="acc_write"), rp, rp.en, rp.data))
+            mems.append((mem.write_port(domain=write_domain), rp, rp.en, rp.data))
 
         # Stage 0 (acceptance, cycle t): the write's row into ``w_data``; an accumulating
         # array write reads its old row.

@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench_timing import DEVICES, DeviceStandIn  # noqa: E402  (the SPRAM as primitives)
+
 ICEBREAKER_DIVISOR = 12   # 12 MHz clock, 1 Mbaud
 KINDS = ("SB_LUT4", "SB_DFF*", "SB_RAM40_4K", "SB_CARRY")
 
@@ -76,10 +78,6 @@ def _system(divisor):
     return AreaSystem()
 
 
-class _Ice40:
-    """Stands in for a platform so that :class:`Spram` instantiates SB_SPRAM256KA."""
-
-
 def synthesize(divisor=ICEBREAKER_DIVISOR, out_dir=None, *, abc=True, system=False):
     """Synthesize the bridge (or, with ``system``, bridge and system memory) for iCE40.
 
@@ -99,7 +97,8 @@ def synthesize(divisor=ICEBREAKER_DIVISOR, out_dir=None, *, abc=True, system=Fal
     out_dir = REPO / "build" / "area" / name if out_dir is None else out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     top = _system(divisor) if system else Bridge(divisor=divisor)
-    (out_dir / f"{name}.il").write_text(rtlil.convert(top, name=name, platform=_Ice40()))
+    platform = DeviceStandIn(DEVICES["icebreaker"])
+    (out_dir / f"{name}.il").write_text(rtlil.convert(top, name=name, platform=platform))
     synth = "synth_ice40" if abc else "synth_ice40 -noabc9 -noabc"
     script = (f"read_rtlil {name}.il; {synth} -top {name}; tee -o stat.txt stat; "
               "tee -q -o stat.json stat -json; design -reset; "

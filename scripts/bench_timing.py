@@ -79,7 +79,7 @@ def blocks(config, multiplier):
     return out
 
 
-class _Device:
+class DeviceStandIn:
     """Stands in for the board's platform when a block is elaborated alone: the blocks that
     choose vendor primitives by the device (the iCE40 multipliers, the SPRAM) see it."""
 
@@ -105,7 +105,7 @@ def time_block(name, component, board, target_mhz, folder):
 
     family, _, synth, nextpnr, device = FAMILIES[board]
     folder.mkdir(parents=True, exist_ok=True)
-    platform = _Device(DEVICES[board])
+    platform = DeviceStandIn(DEVICES[board])
     (folder / "block.il").write_text(rtlil.convert(component, name="block", platform=platform,
                                                    emit_src=False))
     row = {"block": name}
